@@ -1,0 +1,154 @@
+//! Certificates for installs without cert-manager and for tests: a CA, and the
+//! server and client certificates it signs, as PEM.
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Why a certificate could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to generate {what}: {source}")]
+pub struct CertError {
+    what: String,
+    #[source]
+    source: rcgen::Error,
+}
+
+fn context(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> CertError {
+    let what = what.into();
+    move |source| CertError { what, source }
+}
+
+/// A certificate and its private key, both PEM.
+#[derive(Clone, Debug)]
+pub struct CertPair {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The PKCS#8 private key, PEM.
+    pub key_pem: String,
+}
+
+/// A certificate authority that signs server and client certificates.
+pub struct CertificateAuthority {
+    issuer: Issuer<'static, KeyPair>,
+    pair: CertPair,
+}
+
+impl CertificateAuthority {
+    /// A new self-signed CA named `common_name`, valid for ten years.
+    pub fn generate(common_name: &str) -> Result<Self, CertError> {
+        let key = KeyPair::generate().map_err(context("CA key"))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(common_name, &[]);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let cert = params
+            .self_signed(&key)
+            .map_err(context("CA certificate"))?;
+        let pair = CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        Ok(Self {
+            issuer: Issuer::new(params, key),
+            pair,
+        })
+    }
+
+    /// The CA's own certificate and key (the certificate is the trust bundle).
+    pub fn pair(&self) -> &CertPair {
+        &self.pair
+    }
+
+    /// A serving certificate for `hosts`: each is an IP address SAN if it parses as
+    /// one, a DNS SAN otherwise (clients such as the API server check IP SANs for
+    /// `https://127.0.0.1` URLs and ignore the common name).
+    pub fn issue_server(&self, common_name: &str, hosts: &[&str]) -> Result<CertPair, CertError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(common_name, &[]);
+        params.subject_alt_names = hosts
+            .iter()
+            .map(|host| match host.parse::<IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => host
+                    .to_string()
+                    .try_into()
+                    .map(SanType::DnsName)
+                    .map_err(context(format!("DNS name {host:?}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.sign(params, &format!("serving certificate for {hosts:?}"))
+    }
+
+    /// A client certificate for user `common_name` in `groups` (Kubernetes reads the
+    /// groups from the organisation fields).
+    pub fn issue_client(&self, common_name: &str, groups: &[&str]) -> Result<CertPair, CertError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(common_name, groups);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, &format!("client certificate for {common_name}"))
+    }
+
+    fn sign(&self, mut params: CertificateParams, what: &str) -> Result<CertPair, CertError> {
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+        let key = KeyPair::generate().map_err(context(format!("key for {what}")))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(context(what))?;
+        Ok(CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// A fresh private key on its own (e.g. the API server's service-account signing key).
+pub fn generate_key_pem() -> Result<String, CertError> {
+    Ok(KeyPair::generate().map_err(context("key"))?.serialize_pem())
+}
+
+fn name(common_name: &str, organizations: &[&str]) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    for org in organizations {
+        dn.push(DnType::OrganizationName, *org);
+    }
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_pem_certificates() {
+        let ca = CertificateAuthority::generate("test-ca").expect("ca");
+        let server = ca
+            .issue_server("webhook", &["127.0.0.1", "localhost"])
+            .expect("server");
+        let client = ca
+            .issue_client("admin", &["system:masters"])
+            .expect("client");
+        for pair in [ca.pair(), &server, &client] {
+            assert!(pair.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+            assert!(pair.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        }
+        assert_ne!(server.cert_pem, client.cert_pem);
+        assert!(ca.issue_server("bad", &["not a name!"]).is_err());
+    }
+}

@@ -1,0 +1,570 @@
+//! A real local Kubernetes control plane on loopback: etcd, kube-apiserver (with its
+//! own CA and an admin client certificate), kube-controller-manager and N hollow
+//! nodes, each reading static pods from its own directory.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use serde_json::Value;
+use staticpod_certs::{CertificateAuthority, generate_key_pem};
+
+use crate::bins::k8s_bin_dir;
+use crate::process::{Lifetime, Process};
+
+/// Node lease duration of the hollow kubelets; they renew it every quarter of this.
+pub const NODE_LEASE_SECONDS: u32 = 8;
+/// How long the node lifecycle controller waits for a lease renewal before it
+/// marks a node `Ready=Unknown`.
+pub const NODE_MONITOR_GRACE: &str = "10s";
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Number of hollow nodes, named `node-1` … `node-N`.
+    pub nodes: usize,
+    /// Image references whose pulls fail on every node (to test failed upgrades).
+    pub fail_images: Vec<String>,
+    /// Where certificates, data, manifests and logs go; must be short, because
+    /// unix socket paths are limited to 107 bytes.
+    pub dir: PathBuf,
+    /// Whether the processes end with this one (tests) or outlive it (sandbox).
+    pub lifetime: Lifetime,
+}
+
+impl ClusterConfig {
+    /// `nodes` nodes in a fresh directory under the system temp dir, named after
+    /// `label` (e.g. the test binary), tied to this process.
+    pub fn for_test(label: &str, nodes: usize) -> Self {
+        let dir = std::env::temp_dir()
+            .join("staticpod-e2e")
+            .join(format!("{label}-{}", std::process::id()));
+        Self {
+            nodes,
+            fail_images: Vec::new(),
+            dir,
+            lifetime: Lifetime::Tied,
+        }
+    }
+}
+
+/// One hollow node.
+#[derive(Clone, Debug, Serialize)]
+pub struct Node {
+    /// Node name, as the API server knows it.
+    pub name: String,
+    /// Its kubelet's static-pod directory.
+    pub manifest_dir: PathBuf,
+    /// Its kubelet's root directory.
+    #[serde(skip)]
+    pub root_dir: PathBuf,
+    /// Port of its kubelet API on 127.0.0.1.
+    #[serde(skip)]
+    pub kubelet_port: u16,
+}
+
+/// A running cluster. Dropping it stops every process it started (for tied
+/// lifetimes); so does the exit of the process that started it.
+pub struct Cluster {
+    config: ClusterConfig,
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    server: String,
+    nodes: Vec<Node>,
+    processes: Mutex<Vec<Process>>,
+}
+
+impl Cluster {
+    /// Builds or reuses the binaries, starts everything, and returns once the API
+    /// server is ready and every node is Ready without the not-ready taint.
+    pub fn start(config: ClusterConfig) -> Result<Self> {
+        let bin = k8s_bin_dir()?.to_path_buf();
+        let dir = &config.dir;
+        if dir.exists() {
+            fs::remove_dir_all(dir)
+                .with_context(|| format!("failed to clear {}", dir.display()))?;
+        }
+        for sub in ["pki", "logs", "etcd"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        let pki = dir.join("pki");
+        write_pki(&pki)?;
+
+        let server_port = free_port()?;
+        let server = format!("https://127.0.0.1:{server_port}");
+        let kubeconfig = dir.join("kubeconfig");
+        fs::write(&kubeconfig, kubeconfig_yaml(&server, &pki))?;
+
+        let nodes = (1..=config.nodes)
+            .map(|i| {
+                let name = format!("node-{i}");
+                let node_dir = dir.join("nodes").join(&name);
+                Ok(Node {
+                    manifest_dir: node_dir.join("manifests"),
+                    root_dir: node_dir.join("root"),
+                    kubelet_port: free_port()?,
+                    name,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for node in &nodes {
+            fs::create_dir_all(&node.manifest_dir)?;
+            fs::create_dir_all(&node.root_dir)?;
+        }
+
+        let cluster = Self {
+            bin,
+            kubeconfig,
+            server,
+            nodes,
+            processes: Mutex::new(Vec::new()),
+            config,
+        };
+        cluster
+            .start_control_plane(server_port)
+            .map_err(|e| cluster.explain(e))?;
+        for i in 0..cluster.nodes.len() {
+            cluster.start_node(i)?;
+        }
+        cluster
+            .wait_all_nodes_ready(Duration::from_secs(90))
+            .map_err(|e| cluster.explain(e))?;
+        Ok(cluster)
+    }
+
+    fn start_control_plane(&self, server_port: u16) -> Result<()> {
+        let dir = &self.config.dir;
+        let pki = dir.join("pki");
+        let (client_port, peer_port) = (free_port()?, free_port()?);
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        self.spawn(
+            "etcd",
+            "etcd",
+            &[
+                "--name=e2e".into(),
+                format!("--data-dir={}", dir.join("etcd").display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=e2e={peer_url}"),
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+        )?;
+        wait_for("etcd /health", Duration::from_secs(30), || {
+            self.check_alive()?;
+            Ok(http_get(client_port, "/health")?
+                .contains("\"health\":\"true\"")
+                .then_some(()))
+        })?;
+
+        let p = |name: &str| pki.join(name).display().to_string();
+        self.spawn(
+            "kube-apiserver",
+            "kube-apiserver",
+            &[
+                format!("--etcd-servers={client_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={server_port}"),
+                "--endpoint-reconciler-type=none".into(),
+                format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+                format!("--service-account-key-file={}", p("sa.key")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=RBAC".into(),
+                // No service-account controller runs, so no default ServiceAccounts exist.
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--allow-privileged=true".into(),
+                "--v=1".into(),
+            ],
+        )?;
+        wait_for("kube-apiserver /readyz", Duration::from_secs(90), || {
+            self.check_alive()?;
+            let out = self.kubectl_output(&["get", "--raw=/readyz"])?;
+            Ok(
+                (out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok")
+                    .then_some(()),
+            )
+        })?;
+
+        let kubeconfig = self.kubeconfig.display().to_string();
+        self.spawn(
+            "kube-controller-manager",
+            "kube-controller-manager",
+            &[
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--authentication-kubeconfig={kubeconfig}"),
+                format!("--authorization-kubeconfig={kubeconfig}"),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port()?),
+                "--controllers=node-lifecycle-controller,garbage-collector-controller,namespace-controller".into(),
+                "--node-monitor-period=1s".into(),
+                format!("--node-monitor-grace-period={NODE_MONITOR_GRACE}"),
+                "--v=1".into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Starts (or restarts) the kubelet of node `index` (0-based). Its static-pod
+    /// directory and root directory survive restarts, like a rebooted edge node's.
+    pub fn start_node(&self, index: usize) -> Result<()> {
+        let node = self.node(index)?;
+        let mut args = vec![
+            format!("--name={}", node.name),
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--root-dir={}", node.root_dir.display()),
+            format!("--static-pod-path={}", node.manifest_dir.display()),
+            format!("--kubelet-port={}", node.kubelet_port),
+            format!("--lease-seconds={NODE_LEASE_SECONDS}"),
+            format!("--node-labels=staticpod.e2e/node-index={}", index + 1),
+        ];
+        if !self.config.fail_images.is_empty() {
+            args.push(format!(
+                "--fail-image={}",
+                self.config.fail_images.join(",")
+            ));
+        }
+        let name = node.name.clone();
+        self.spawn(&name, "hollow-node", &args)
+    }
+
+    /// Kills node `index`'s kubelet (SIGKILL, as when an edge node loses power or
+    /// network) and waits until the process is gone.
+    pub fn stop_node(&self, index: usize) -> Result<()> {
+        let name = &self.node(index)?.name;
+        let mut processes = self.lock();
+        let position = processes
+            .iter()
+            .position(|p| p.name() == name)
+            .ok_or_else(|| anyhow!("{name} is not running"))?;
+        let mut process = processes.remove(position);
+        process.kill();
+        Ok(())
+    }
+
+    /// The nodes, in order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Node `index` (0-based).
+    pub fn node(&self, index: usize) -> Result<&Node> {
+        self.nodes.get(index).ok_or_else(|| {
+            anyhow!(
+                "there is no node {index}; the cluster has {}",
+                self.nodes.len()
+            )
+        })
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The API server URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Directory with the binaries (kubectl among them).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The cluster's working directory (certificates, data, logs).
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// Pids of the processes started, by component name (for `sandbox down`).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.lock()
+            .iter()
+            .map(|p| (p.name().to_owned(), p.pid()))
+            .collect()
+    }
+
+    /// Runs the real kubectl against this cluster and returns its raw output.
+    pub fn kubectl_output(&self, args: &[&str]) -> Result<Output> {
+        Command::new(self.bin.join("kubectl"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()
+            .context("failed to run kubectl")
+    }
+
+    /// Runs kubectl and returns stdout, or fails with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl_output(args)?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs kubectl with `-o json` and parses the result.
+    pub fn kubectl_json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let text = self.kubectl(&all)?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("kubectl {} printed no JSON", args.join(" ")))
+    }
+
+    /// The status of node `name`'s `Ready` condition (`True`, `False`, `Unknown`),
+    /// or `None` if the node is not registered.
+    pub fn node_ready(&self, name: &str) -> Result<Option<String>> {
+        let out = self.kubectl_output(&["get", "node", name, "-o", "json"])?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let node: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(ready_condition(&node))
+    }
+
+    /// Waits until every node is Ready and the node lifecycle controller has lifted
+    /// the not-ready taint (so the controller manager is working too).
+    pub fn wait_all_nodes_ready(&self, timeout: Duration) -> Result<()> {
+        let want = self.nodes.len();
+        wait_for("all nodes Ready and untainted", timeout, || {
+            self.check_alive()?;
+            let list = self.kubectl_json(&["get", "nodes"])?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let ready = items
+                .iter()
+                .filter(|n| ready_condition(n).as_deref() == Some("True"))
+                .filter(|n| {
+                    !n["spec"]["taints"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|t| {
+                            t["key"]
+                                .as_str()
+                                .is_some_and(|k| k.starts_with("node.kubernetes.io/"))
+                        })
+                })
+                .count();
+            Ok((items.len() == want && ready == want).then_some(()))
+        })
+    }
+
+    /// Fails if a component that should be running has exited (so waits end early
+    /// with the reason instead of at their deadline).
+    pub fn check_alive(&self) -> Result<()> {
+        for process in self.lock().iter_mut() {
+            if !process.is_running() {
+                bail!(
+                    "{} exited; last lines of {}:\n{}",
+                    process.name(),
+                    process.log().display(),
+                    process.log_tail(20)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the log directory and every component's last log lines to an error.
+    pub fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        error.context(self.log_report())
+    }
+
+    /// Where the logs are, with the last lines of each.
+    pub fn log_report(&self) -> String {
+        let mut report = format!("cluster logs in {}", self.config.dir.join("logs").display());
+        for process in self.lock().iter() {
+            report.push_str(&format!(
+                "\n--- {} ---\n{}",
+                process.name(),
+                process.log_tail(15)
+            ));
+        }
+        report
+    }
+
+    /// A guard that prints [`Cluster::log_report`] if the current test panics.
+    pub fn report_on_failure(&self) -> FailureReport<'_> {
+        FailureReport(self)
+    }
+
+    fn spawn(&self, name: &str, binary: &str, args: &[String]) -> Result<()> {
+        let log = self.config.dir.join("logs").join(format!("{name}.log"));
+        let process = Process::start(
+            name,
+            &self.bin.join(binary),
+            args,
+            &log,
+            self.config.lifetime,
+        )?;
+        if self.config.lifetime == Lifetime::Detached {
+            // Recorded as each starts, so whoever stops a detached cluster finds
+            // every process even if the start failed half-way.
+            let mut pids = fs::File::options()
+                .create(true)
+                .append(true)
+                .open(self.config.dir.join("pids"))?;
+            writeln!(pids, "{name} {}", process.pid())?;
+        }
+        self.lock().push(process);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Process>> {
+        self.processes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Stop nodes before the API server so kubelets do not log connection storms.
+        let mut processes = self.lock();
+        while let Some(mut p) = processes.pop() {
+            if self.config.lifetime == Lifetime::Tied {
+                p.kill();
+            }
+        }
+    }
+}
+
+/// Prints the cluster's logs when dropped during a panic.
+pub struct FailureReport<'a>(&'a Cluster);
+
+impl Drop for FailureReport<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.0.log_report());
+        }
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`
+/// with the last error seen.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) if e.to_string().contains(" exited; last lines of ") => return Err(e),
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            let last = last_error
+                .map(|e| format!(" (last error: {e:#})"))
+                .unwrap_or_default();
+            bail!("timed out after {timeout:?} waiting for {what}{last}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The status of a Node object's `Ready` condition.
+pub fn ready_condition(node: &Value) -> Option<String> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .map(str::to_owned)
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn http_get(port: u16, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+fn write_pki(pki: &Path) -> Result<()> {
+    let ca = CertificateAuthority::generate("staticpod-e2e-ca")?;
+    let apiserver = ca.issue_server(
+        "kube-apiserver",
+        &[
+            "127.0.0.1",
+            "10.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
+    )?;
+    let admin = ca.issue_client("admin", &["system:masters"])?;
+    let files = [
+        ("ca.crt", &ca.pair().cert_pem),
+        ("ca.key", &ca.pair().key_pem),
+        ("apiserver.crt", &apiserver.cert_pem),
+        ("apiserver.key", &apiserver.key_pem),
+        ("admin.crt", &admin.cert_pem),
+        ("admin.key", &admin.key_pem),
+        ("sa.key", &generate_key_pem()?),
+    ];
+    for (name, content) in files {
+        fs::write(pki.join(name), content)?;
+    }
+    Ok(())
+}
+
+fn kubeconfig_yaml(server: &str, pki: &Path) -> String {
+    let p = |name: &str| pki.join(name).display().to_string();
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    client-certificate: {crt}
+    client-key: {key}
+contexts:
+- name: e2e
+  context:
+    cluster: e2e
+    user: admin
+    namespace: default
+current-context: e2e
+",
+        ca = p("ca.crt"),
+        crt = p("admin.crt"),
+        key = p("admin.key"),
+    )
+}

@@ -1,0 +1,11 @@
+//! End-to-end harness: a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager) and hollow kubelets on loopback, built from pinned Go
+//! modules by `tests/cluster/build.sh`. No mocks stand in for Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod bins;
+pub mod cluster;
+pub mod process;
+
+pub use cluster::{Cluster, ClusterConfig, Node, wait_for};
+pub use process::Lifetime;
