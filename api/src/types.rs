@@ -1,5 +1,9 @@
 //! The `StaticPod` custom resource, `apps.openyurt.io/v1alpha1`.
 
+// Each `printcolumn(...)` repeats the keys `type_` and `priority`, which this lint
+// mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

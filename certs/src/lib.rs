@@ -117,9 +117,23 @@ impl CertificateAuthority {
     }
 }
 
-/// A fresh private key on its own (e.g. the API server's service-account signing key).
-pub fn generate_key_pem() -> Result<String, CertError> {
-    Ok(KeyPair::generate().map_err(context("key"))?.serialize_pem())
+/// A key pair on its own, as PEM.
+#[derive(Clone, Debug)]
+pub struct KeyPem {
+    /// The PKCS#8 private key.
+    pub key_pem: String,
+    /// The SubjectPublicKeyInfo public key.
+    pub public_key_pem: String,
+}
+
+/// A fresh key pair on its own (e.g. the API server's service-account signing key,
+/// whose public half verifies the tokens).
+pub fn generate_key() -> Result<KeyPem, CertError> {
+    let key = KeyPair::generate().map_err(context("key"))?;
+    Ok(KeyPem {
+        key_pem: key.serialize_pem(),
+        public_key_pem: key.public_key_pem(),
+    })
 }
 
 fn name(common_name: &str, organizations: &[&str]) -> DistinguishedName {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::Value;
-use staticpod_certs::{CertificateAuthority, generate_key_pem};
+use staticpod_certs::{CertificateAuthority, generate_key};
 
 use crate::bins::k8s_bin_dir;
 use crate::process::{Lifetime, Process};
@@ -181,7 +181,7 @@ impl Cluster {
                 format!("--tls-private-key-file={}", p("apiserver.key")),
                 format!("--client-ca-file={}", p("ca.crt")),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-                format!("--service-account-key-file={}", p("sa.key")),
+                format!("--service-account-key-file={}", p("sa.pub")),
                 format!("--service-account-signing-key-file={}", p("sa.key")),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--authorization-mode=RBAC".into(),
@@ -525,6 +525,7 @@ fn write_pki(pki: &Path) -> Result<()> {
         ],
     )?;
     let admin = ca.issue_client("admin", &["system:masters"])?;
+    let sa_key = generate_key()?;
     let files = [
         ("ca.crt", &ca.pair().cert_pem),
         ("ca.key", &ca.pair().key_pem),
@@ -532,7 +533,8 @@ fn write_pki(pki: &Path) -> Result<()> {
         ("apiserver.key", &apiserver.key_pem),
         ("admin.crt", &admin.cert_pem),
         ("admin.key", &admin.key_pem),
-        ("sa.key", &generate_key_pem()?),
+        ("sa.key", &sa_key.key_pem),
+        ("sa.pub", &sa_key.public_key_pem),
     ];
     for (name, content) in files {
         fs::write(pki.join(name), content)?;

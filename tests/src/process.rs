@@ -27,12 +27,14 @@ pub struct Process {
     lifeline: Option<ChildStdin>,
 }
 
-/// The supervisor shell of a tied process: start the program in the background
-/// (its stdin is /dev/null), block until our stdin closes, then kill it.
-const SUPERVISOR: &str = r#""$@" </dev/null & child=$!
-trap 'kill -KILL $child 2>/dev/null' TERM
-cat >/dev/null
-kill -KILL $child 2>/dev/null
+/// The supervisor shell of a tied process: start the program (its stdin is
+/// /dev/null), kill it as soon as our stdin closes, and exit with its status when
+/// it ends, so a crash is visible to `is_running`.
+/// (`sh` gives background jobs /dev/null as stdin, hence the copy on fd 3.)
+const SUPERVISOR: &str = r#"exec 3<&0
+"$@" </dev/null 3<&- & child=$!
+{ cat <&3 >/dev/null; kill -KILL $child 2>/dev/null; } &
+exec 3<&-
 wait $child"#;
 
 impl Process {

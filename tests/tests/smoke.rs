@@ -12,12 +12,16 @@ use staticpod_e2e::{Cluster, ClusterConfig, wait_for};
 const BROKEN_IMAGE: &str = "registry.invalid/broken:1";
 
 fn cluster() -> &'static Cluster {
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    let cluster = CLUSTER.get_or_init(|| {
         let mut config = ClusterConfig::for_test("smoke", 3);
         config.fail_images = vec![BROKEN_IMAGE.into()];
-        Cluster::start(config).unwrap_or_else(|e| panic!("cluster did not start: {e:#}"))
-    })
+        Cluster::start(config).map_err(|e| format!("{e:#}"))
+    });
+    // Started once per test binary; every test fails with the same reason if it cannot start.
+    cluster
+        .as_ref()
+        .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
 }
 
 /// Writes a manifest the way a careful installer does: a hidden temp file (the

@@ -33,18 +33,32 @@ import (
 	"syscall"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+	clientset "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/version"
+	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	remote "k8s.io/cri-client/pkg"
 	fakeremote "k8s.io/cri-client/pkg/fake"
-	clientset "k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	internalapi "k8s.io/cri-api/pkg/apis"
-	"k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 	cadvisortest "k8s.io/kubernetes/pkg/kubelet/cadvisor/testing"
 	"k8s.io/kubernetes/pkg/kubelet/cm"
+	probetest "k8s.io/kubernetes/pkg/kubelet/prober/testing"
 	"k8s.io/kubernetes/pkg/kubemark"
 )
+
+// runningIsReady replaces kubemark's probe manager, which reports every container
+// Ready even while it waits for an image that never arrives. Here a container is
+// Ready exactly when it is running, as it is on a real node without probes.
+type runningIsReady struct{ probetest.FakeManager }
+
+func (runningIsReady) UpdatePodStatus(_ context.Context, _ *v1.Pod, status *v1.PodStatus) {
+	for i := range status.ContainerStatuses {
+		cs := &status.ContainerStatuses[i]
+		cs.Ready = cs.State.Running != nil
+	}
+}
 
 // failingImages makes pulls of the listed images fail, as an unreachable or
 // missing image does on a real node: the pod stays Pending with ErrImagePull
@@ -180,6 +194,7 @@ func run(name, kubeconfig, rootDir, staticPodPath string, port, leaseSeconds int
 
 	kubelet := kubemark.NewHollowKubelet(f, c, client, heartbeatClient,
 		&cadvisortest.Fake{NodeName: name}, images, runtimeService, cm.NewStubContainerManager())
+	kubelet.KubeletDeps.ProbeManager = runningIsReady{}
 	go kubelet.Run(ctx)
 	<-ctx.Done()
 	klog.Infof("hollow-node %s: stopping", name)
