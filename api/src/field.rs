@@ -185,7 +185,12 @@ mod tests {
             r#"spec.x: Invalid value: "0": must be >= 1"#
         );
         assert_eq!(
-            invalid_message("StaticPod", "apps.openyurt.io", "x", std::slice::from_ref(&e)),
+            invalid_message(
+                "StaticPod",
+                "apps.openyurt.io",
+                "x",
+                std::slice::from_ref(&e)
+            ),
             r#"StaticPod.apps.openyurt.io "x" is invalid: spec.upgradeStrategy.type: Unsupported value: "canary": supported values: "auto", "ota""#
         );
         let two = invalid_message("StaticPod", "apps.openyurt.io", "x", &[e.clone(), e]);
