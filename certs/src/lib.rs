@@ -11,16 +11,42 @@ use rcgen::{
 
 /// Why a certificate could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("failed to generate {what}: {source}")]
-pub struct CertError {
-    what: String,
-    #[source]
-    source: rcgen::Error,
+pub enum CertError {
+    /// The certificate library refused.
+    #[error("failed to generate {what}: {source}")]
+    Generate {
+        /// What was being generated.
+        what: String,
+        /// The library's reason.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A host is neither an IP address nor a DNS name.
+    #[error(
+        "{0:?} is neither an IP address nor a DNS name (lowercase letters, digits, '-' and '.', \
+         optionally starting with \"*.\")"
+    )]
+    BadHost(String),
 }
 
 fn context(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> CertError {
     let what = what.into();
-    move |source| CertError { what, source }
+    move |source| CertError::Generate { what, source }
+}
+
+fn is_dns_name(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// A certificate and its private key, both PEM.
@@ -79,6 +105,7 @@ impl CertificateAuthority {
             .iter()
             .map(|host| match host.parse::<IpAddr>() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) if !is_dns_name(host) => Err(CertError::BadHost(host.to_string())),
                 Err(_) => host
                     .to_string()
                     .try_into()
@@ -163,6 +190,18 @@ mod tests {
             assert!(pair.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         }
         assert_ne!(server.cert_pem, client.cert_pem);
-        assert!(ca.issue_server("bad", &["not a name!"]).is_err());
+        for bad in ["not a name!", "", "UPPER.example", "a..b"] {
+            assert!(
+                matches!(ca.issue_server("bad", &[bad]), Err(CertError::BadHost(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            ca.issue_server(
+                "svc",
+                &["*.staticpod-system.svc", "webhook.staticpod-system.svc"]
+            )
+            .is_ok()
+        );
     }
 }
