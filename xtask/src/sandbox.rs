@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -100,9 +101,25 @@ fn down() -> Result<()> {
             .arg(pid.to_string())
             .status();
     }
+    staticpod_e2e::wait_for(
+        "the sandbox processes to exit",
+        Duration::from_secs(30),
+        || Ok(exited(&running).then_some(())),
+    )?;
     let _ = fs::remove_file(pid_file(&dir));
     println!("sandbox down ({} processes stopped)", running.len());
     Ok(())
+}
+
+/// Whether every one of `processes` has exited (a zombie waiting for init counts).
+fn exited(processes: &[(String, u32)]) -> bool {
+    processes.iter().all(|(_, pid)| {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.is_empty()
+            || status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+    })
 }
 
 /// Recorded processes that are still alive and are still the program we started
