@@ -22,6 +22,56 @@ pub enum ErrorKind {
     TooLong(usize),
 }
 
+/// A value quoted in an error: strings are quoted, numbers are not, as Kubernetes
+/// prints them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    /// A string value.
+    Str(String),
+    /// An integer value.
+    Int(i64),
+}
+
+impl fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Str(s) => f.write_str(&quote(s)),
+            Self::Int(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl From<&str> for FieldValue {
+    fn from(s: &str) -> Self {
+        Self::Str(s.to_owned())
+    }
+}
+impl From<&String> for FieldValue {
+    fn from(s: &String) -> Self {
+        Self::Str(s.clone())
+    }
+}
+impl From<String> for FieldValue {
+    fn from(s: String) -> Self {
+        Self::Str(s)
+    }
+}
+impl From<i32> for FieldValue {
+    fn from(n: i32) -> Self {
+        Self::Int(n.into())
+    }
+}
+impl From<&i32> for FieldValue {
+    fn from(n: &i32) -> Self {
+        Self::Int((*n).into())
+    }
+}
+impl From<i64> for FieldValue {
+    fn from(n: i64) -> Self {
+        Self::Int(n)
+    }
+}
+
 /// One problem with one field of an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -30,7 +80,7 @@ pub struct FieldError {
     /// What kind of problem it is.
     pub kind: ErrorKind,
     /// The offending value, when there is one worth quoting.
-    pub value: Option<String>,
+    pub value: Option<FieldValue>,
     /// Why, and what would be accepted.
     pub detail: String,
 }
@@ -48,26 +98,26 @@ impl FieldError {
     /// The value breaks a rule.
     pub fn invalid(
         path: impl Into<String>,
-        value: impl fmt::Display,
+        value: impl Into<FieldValue>,
         detail: impl Into<String>,
     ) -> Self {
         Self {
             path: path.into(),
             kind: ErrorKind::Invalid,
-            value: Some(value.to_string()),
+            value: Some(value.into()),
             detail: detail.into(),
         }
     }
     /// The value is not among `supported`.
     pub fn not_supported(
         path: impl Into<String>,
-        value: impl fmt::Display,
+        value: impl Into<FieldValue>,
         supported: &[&str],
     ) -> Self {
         Self {
             path: path.into(),
             kind: ErrorKind::NotSupported(supported.iter().map(|s| s.to_string()).collect()),
-            value: Some(value.to_string()),
+            value: Some(value.into()),
             detail: String::new(),
         }
     }
@@ -81,20 +131,20 @@ impl FieldError {
         }
     }
     /// The value was already used.
-    pub fn duplicate(path: impl Into<String>, value: impl fmt::Display) -> Self {
+    pub fn duplicate(path: impl Into<String>, value: impl Into<FieldValue>) -> Self {
         Self {
             path: path.into(),
             kind: ErrorKind::Duplicate,
-            value: Some(value.to_string()),
+            value: Some(value.into()),
             detail: String::new(),
         }
     }
     /// The value refers to something missing.
-    pub fn not_found(path: impl Into<String>, value: impl fmt::Display) -> Self {
+    pub fn not_found(path: impl Into<String>, value: impl Into<FieldValue>) -> Self {
         Self {
             path: path.into(),
             kind: ErrorKind::NotFound,
-            value: Some(value.to_string()),
+            value: Some(value.into()),
             detail: String::new(),
         }
     }
@@ -115,7 +165,11 @@ fn quote(value: &str) -> String {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = self.value.as_deref().map(quote).unwrap_or_default();
+        let value = self
+            .value
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         let with_detail = |f: &mut fmt::Formatter<'_>, head: String| {
             if self.detail.is_empty() {
                 write!(f, "{}: {head}", self.path)
@@ -182,7 +236,7 @@ mod tests {
         );
         assert_eq!(
             FieldError::invalid("spec.x", 0, "must be >= 1").to_string(),
-            r#"spec.x: Invalid value: "0": must be >= 1"#
+            r#"spec.x: Invalid value: 0: must be >= 1"#
         );
         assert_eq!(
             invalid_message(

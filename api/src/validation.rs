@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::field::{FieldError, invalid_message};
+use crate::field::{FieldError, FieldValue, invalid_message};
 use crate::names;
 use crate::quantity;
 use crate::rollout::MaxUnavailable;
@@ -111,8 +111,8 @@ fn validate_strategy(sp: &StaticPod, v: &mut Validation) {
     if let Some(max) = &strategy.max_unavailable {
         if let Err(rule) = MaxUnavailable::parse(max) {
             let shown = match max {
-                IntOrString::Int(n) => n.to_string(),
-                IntOrString::String(s) => s.clone(),
+                IntOrString::Int(n) => FieldValue::Int((*n).into()),
+                IntOrString::String(s) => FieldValue::Str(s.clone()),
             };
             v.errors.push(FieldError::invalid(
                 "spec.upgradeStrategy.maxUnavailable",
