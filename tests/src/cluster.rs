@@ -309,6 +309,22 @@ impl Cluster {
             .context("failed to run kubectl")
     }
 
+    /// Runs kubectl with `input` on its stdin (e.g. `apply -f -`).
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Result<Output> {
+        let mut child = Command::new(self.bin.join("kubectl"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("failed to run kubectl")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes())?;
+        }
+        child.wait_with_output().context("failed to run kubectl")
+    }
+
     /// Runs kubectl and returns stdout, or fails with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         let out = self.kubectl_output(args)?;
