@@ -1,10 +1,12 @@
 //! The admission decisions, as pure functions from an `AdmissionReview` body to the
 //! review to answer with. No I/O, so they are tested without sockets.
 
-use json_patch::{Patch, PatchOperation};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use base64::Engine;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use staticpod_api::types::{GROUP, KIND, VERSION};
 use staticpod_api::{StaticPod, default_static_pod, validate_static_pod};
 
@@ -60,11 +62,80 @@ pub enum BadRequest {
     MissingRequest,
 }
 
+/// An incoming `AdmissionReview` (`admission.k8s.io/v1` or `v1beta1`): only the
+/// fields the decision reads. The object stays raw JSON until it is read as a
+/// StaticPod, so a wrongly typed field is reported with its path, not as a
+/// malformed review.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    api_version: String,
+    request: Option<RequestIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn {
+    uid: String,
+    kind: KindIn,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    operation: String,
+    #[serde(default)]
+    object: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KindIn {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// The `AdmissionReview` answered, in the same API version as the question. The
+/// patch is base64 text, as the API server's own Go types encode bytes.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewOut {
+    api_version: String,
+    kind: &'static str,
+    response: ResponseOut,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut {
+    uid: String,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusOut {
+    status: &'static str,
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
 /// The answer to one review, with what the logs and metrics need.
 #[derive(Debug)]
 pub struct Answer {
     /// The AdmissionReview to return.
-    pub review: AdmissionReview<DynamicObject>,
+    pub review: ReviewOut,
     /// The decision.
     pub verdict: Verdict,
     /// `namespace/name` of the object, for logs.
@@ -78,27 +149,36 @@ pub struct Answer {
 /// Decides one admission review. `admission.k8s.io/v1` and `v1beta1` are both
 /// accepted; the answer uses the version of the question.
 pub fn review(hook: Hook, body: &[u8]) -> Result<Answer, BadRequest> {
-    let review: AdmissionReview<DynamicObject> =
+    let review: ReviewIn =
         serde_json::from_slice(body).map_err(|e| BadRequest::Malformed(e.to_string()))?;
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| BadRequest::MissingRequest)?;
-    let object = format!(
-        "{}/{}",
-        request.namespace.as_deref().unwrap_or(""),
-        request.name
-    );
-    let (response, verdict) = decide(hook, &request);
-    Ok(Answer {
-        review: response.into_review(),
-        verdict,
-        object,
+    let request = review.request.ok_or(BadRequest::MissingRequest)?;
+    let mut response = ResponseOut {
         uid: request.uid.clone(),
-        operation: format!("{:?}", request.operation).to_uppercase(),
+        allowed: true,
+        status: None,
+        patch: None,
+        patch_type: None,
+        warnings: Vec::new(),
+    };
+    let verdict = decide(hook, &request, &mut response);
+    Ok(Answer {
+        review: ReviewOut {
+            api_version: review.api_version,
+            kind: "AdmissionReview",
+            response,
+        },
+        verdict,
+        object: format!(
+            "{}/{}",
+            request.namespace.as_deref().unwrap_or(""),
+            request.name
+        ),
+        uid: request.uid,
+        operation: request.operation,
     })
 }
 
-fn decide(hook: Hook, request: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, Verdict) {
-    let response = AdmissionResponse::from(request);
+fn decide(hook: Hook, request: &RequestIn, response: &mut ResponseOut) -> Verdict {
     let kind = &request.kind;
     if (
         kind.group.as_str(),
@@ -111,97 +191,161 @@ fn decide(hook: Hook, request: &AdmissionRequest<DynamicObject>) -> (AdmissionRe
              the webhook configuration",
             kind.group, kind.version, kind.kind
         );
-        return (deny(response, message, 400, "BadRequest"), Verdict::Denied);
+        return deny(response, message, 400, "BadRequest");
     }
-    let Some(object) = &request.object else {
+    let Some(raw) = request.object.as_deref().filter(|raw| raw.get() != "null") else {
         // DELETE and CONNECT carry no new object; nothing to default or check.
-        return (response, Verdict::Allowed);
-    };
-    let original = match serde_json::to_value(object) {
-        Ok(value) => value,
-        Err(e) => {
-            let message = format!("the object could not be read: {e}");
-            return (deny(response, message, 400, "BadRequest"), Verdict::Denied);
-        }
+        return Verdict::Allowed;
     };
     let name = request.name.as_str();
-    let static_pod: StaticPod = match serde_path_to_error::deserialize(&original) {
+    let static_pod: StaticPod = match read_static_pod(raw.get()) {
         Ok(sp) => sp,
-        Err(e) => {
-            let message = format!(
-                "{KIND}.{GROUP} {name:?} is invalid: {}: Invalid value: {}",
-                e.path(),
-                e.inner()
-            );
-            return (deny(response, message, 422, "Invalid"), Verdict::Denied);
+        Err(at) => {
+            let message = format!("{KIND}.{GROUP} {name:?} is invalid: {at}");
+            return deny(response, message, 422, "Invalid");
         }
     };
     match hook {
-        Hook::Mutate => mutate(response, &original, static_pod),
+        Hook::Mutate => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(original) => mutate(response, &original, static_pod),
+            Err(e) => deny(
+                response,
+                format!("the object is not JSON: {e}"),
+                400,
+                "BadRequest",
+            ),
+        },
         Hook::Validate => validate(response, name, &static_pod),
     }
 }
 
-fn mutate(
-    response: AdmissionResponse,
-    original: &Value,
-    mut sp: StaticPod,
-) -> (AdmissionResponse, Verdict) {
+/// Reads the object as a StaticPod. Tracking the field path costs time on every
+/// field, so it is done only to explain a failure: `<path>: Invalid value: <why>`.
+fn read_static_pod(json: &str) -> Result<StaticPod, String> {
+    serde_json::from_str(json).map_err(|_| {
+        let mut reader = serde_json::Deserializer::from_str(json);
+        match serde_path_to_error::deserialize::<_, StaticPod>(&mut reader) {
+            Err(e) => format!("{}: Invalid value: {}", e.path(), e.inner()),
+            Ok(_) => "the object could not be read as a StaticPod".to_owned(),
+        }
+    })
+}
+
+fn mutate(response: &mut ResponseOut, original: &Value, mut sp: StaticPod) -> Verdict {
     default_static_pod(&mut sp);
     let defaulted = match serde_json::to_value(&sp) {
         Ok(value) => value,
         Err(e) => {
-            return (
-                response.deny(format!("defaulting failed: {e}")),
-                Verdict::Denied,
+            return deny(
+                response,
+                format!("defaulting failed: {e}"),
+                500,
+                "InternalError",
             );
         }
     };
     let (patch, unknown) = defaulting_patch(original, &defaulted);
-    let mut response = response;
-    if !unknown.is_empty() {
-        response.warnings = Some(
-            unknown
-                .iter()
-                .map(|path| format!("unknown field {path:?} is ignored (a typo?)"))
-                .collect(),
-        );
-    }
+    response.warnings = unknown
+        .iter()
+        .map(|path| format!("unknown field {path:?} is ignored (a typo?)"))
+        .collect();
     if patch.0.is_empty() {
-        return (response, Verdict::Allowed);
+        return Verdict::Allowed;
     }
-    match response.clone().with_patch(patch) {
-        Ok(patched) => (patched, Verdict::Patched),
-        Err(e) => (
-            response.deny(format!("defaulting failed: {e}")),
-            Verdict::Denied,
+    match serde_json::to_vec(&patch) {
+        Ok(bytes) => {
+            response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            response.patch_type = Some("JSONPatch");
+            Verdict::Patched
+        }
+        Err(e) => deny(
+            response,
+            format!("defaulting failed: {e}"),
+            500,
+            "InternalError",
         ),
     }
 }
 
 /// The patch that turns `original` into `defaulted`, and the fields of `original`
-/// the typed model does not know. Defaulting only adds and replaces, so every
-/// removal in the raw diff is an unknown field: those are kept (never drop what a
-/// user wrote) and reported as warnings.
+/// the typed model does not know. Defaulting only adds and replaces, so a field
+/// present in `original` but absent from `defaulted` is one the model dropped as
+/// unknown: it is kept (never drop what a user wrote) and reported as a warning.
+/// Status belongs to the controller and is never patched at admission.
 pub fn defaulting_patch(original: &Value, defaulted: &Value) -> (Patch, Vec<String>) {
-    let diff = json_patch::diff(original, defaulted);
+    let mut ops = Vec::new();
     let mut unknown = Vec::new();
-    let operations = diff
-        .0
-        .into_iter()
-        .filter(|op| match op {
-            PatchOperation::Remove(remove) => {
-                let path = remove.path.to_string();
-                if !path.starts_with("/status") {
-                    unknown.push(field_path(&path));
-                }
-                false
+    if let (Value::Object(old), Value::Object(new)) = (original, defaulted) {
+        for (key, new_value) in new {
+            if key == "status" {
+                continue;
             }
-            // Status belongs to the controller; never patch it at admission.
-            other => !other.path().to_string().starts_with("/status"),
-        })
-        .collect();
-    (Patch(operations), unknown)
+            let path = PointerBuf::from_tokens([key.as_str()]);
+            match old.get(key) {
+                Some(old_value) => diff_into(old_value, new_value, path, &mut ops, &mut unknown),
+                None => ops.push(add(path, new_value)),
+            }
+        }
+        for key in old
+            .keys()
+            .filter(|k| *k != "status" && !new.contains_key(*k))
+        {
+            unknown.push(key.clone());
+        }
+    }
+    (Patch(ops), unknown)
+}
+
+fn diff_into(
+    old: &Value,
+    new: &Value,
+    path: PointerBuf,
+    ops: &mut Vec<PatchOperation>,
+    unknown: &mut Vec<String>,
+) {
+    match (old, new) {
+        (Value::Object(old_map), Value::Object(new_map)) => {
+            for (key, new_value) in new_map {
+                let child = path.with_trailing_token(key.as_str());
+                match old_map.get(key) {
+                    Some(old_value) => diff_into(old_value, new_value, child, ops, unknown),
+                    None => ops.push(add(child, new_value)),
+                }
+            }
+            for key in old_map.keys().filter(|k| !new_map.contains_key(*k)) {
+                unknown.push(field_path(
+                    &path.with_trailing_token(key.as_str()).to_string(),
+                ));
+            }
+        }
+        (Value::Array(old_items), Value::Array(new_items))
+            if old_items.len() == new_items.len() =>
+        {
+            for (i, (old_item, new_item)) in old_items.iter().zip(new_items).enumerate() {
+                diff_into(
+                    old_item,
+                    new_item,
+                    path.with_trailing_token(i.to_string()),
+                    ops,
+                    unknown,
+                );
+            }
+        }
+        _ if old == new => {}
+        // A value the typed model cannot hold exactly as written (e.g. a float where an
+        // integer belongs) is replaced by its canonical form.
+        _ => ops.push(PatchOperation::Replace(ReplaceOperation {
+            path,
+            value: new.clone(),
+        })),
+    }
+}
+
+fn add(path: PointerBuf, value: &Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path,
+        value: value.clone(),
+    })
 }
 
 /// `/spec/template/spec/containers/0/imagee` → `spec.template.spec.containers[0].imagee`.
@@ -221,36 +365,25 @@ fn field_path(pointer: &str) -> String {
     out
 }
 
-fn validate(
-    response: AdmissionResponse,
-    name: &str,
-    sp: &StaticPod,
-) -> (AdmissionResponse, Verdict) {
+fn validate(response: &mut ResponseOut, name: &str, sp: &StaticPod) -> Verdict {
     let validation = validate_static_pod(sp);
-    let mut response = response;
-    if !validation.warnings.is_empty() {
-        response.warnings = Some(validation.warnings.clone());
-    }
+    response.warnings = validation.warnings.clone();
     if validation.is_valid() {
-        (response, Verdict::Allowed)
+        Verdict::Allowed
     } else {
-        (
-            deny(response, validation.message(name), 422, "Invalid"),
-            Verdict::Denied,
-        )
+        deny(response, validation.message(name), 422, "Invalid")
     }
 }
 
-fn deny(
-    response: AdmissionResponse,
-    message: String,
-    code: u16,
-    reason: &str,
-) -> AdmissionResponse {
-    let mut response = response.deny(message);
-    response.result.code = code;
-    response.result.reason = reason.into();
-    response
+fn deny(response: &mut ResponseOut, message: String, code: u16, reason: &'static str) -> Verdict {
+    response.allowed = false;
+    response.status = Some(StatusOut {
+        status: "Failure",
+        code,
+        reason,
+        message,
+    });
+    Verdict::Denied
 }
 
 #[cfg(test)]
@@ -299,8 +432,9 @@ mod tests {
     /// array of numbers, which Go decodes into `[]byte` like base64 text).
     fn patch_of(answer: &Answer) -> Value {
         let response = response_of(answer);
-        let bytes: Vec<u8> =
-            serde_json::from_value(response["patch"].clone()).expect("patch bytes");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(response["patch"].as_str().expect("patch"))
+            .expect("base64");
         serde_json::from_slice(&bytes).expect("patch JSON")
     }
 
