@@ -2,4 +2,5 @@
 //! watches, verification and OTA API come next.
 #![forbid(unsafe_code)]
 
+pub mod ota;
 pub mod swap;

@@ -4,6 +4,7 @@
 //! functions, so there is one way to default, validate, hash and render.
 #![forbid(unsafe_code)]
 
+pub mod conventions;
 pub mod defaults;
 pub mod field;
 pub mod names;
