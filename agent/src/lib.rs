@@ -1,6 +1,8 @@
-//! The StaticPod node agent. So far: the crash-safe manifest swap ([`swap`]); the
-//! watches, verification and OTA API come next.
+//! The StaticPod node agent: the crash-safe manifest swap ([`swap`]), the upgrade
+//! procedure over the node's watch caches ([`node`]) and the YurtHub-compatible OTA
+//! API ([`ota`]).
 #![forbid(unsafe_code)]
 
+pub mod node;
 pub mod ota;
 pub mod swap;

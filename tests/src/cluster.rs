@@ -246,7 +246,12 @@ impl Cluster {
     /// Kills node `index`'s kubelet (SIGKILL, as when an edge node loses power or
     /// network) and waits until the process is gone.
     pub fn stop_node(&self, index: usize) -> Result<()> {
-        let name = &self.node(index)?.name;
+        let name = self.node(index)?.name.clone();
+        self.stop_component(&name)
+    }
+
+    /// Kills a started process by name (SIGKILL) and waits until it is gone.
+    pub fn stop_component(&self, name: &str) -> Result<()> {
         let mut processes = self.lock();
         let position = processes
             .iter()
@@ -425,14 +430,20 @@ impl Cluster {
     }
 
     fn spawn(&self, name: &str, binary: &str, args: &[String]) -> Result<()> {
+        self.start_component(name, &self.bin.join(binary), args, &[])
+    }
+
+    /// Starts one of our own components (an agent, the controller, …) beside the
+    /// cluster: logged with the rest, stopped with the rest.
+    pub fn start_component(
+        &self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<()> {
         let log = self.config.dir.join("logs").join(format!("{name}.log"));
-        let process = Process::start(
-            name,
-            &self.bin.join(binary),
-            args,
-            &log,
-            self.config.lifetime,
-        )?;
+        let process = Process::start(name, program, args, env, &log, self.config.lifetime)?;
         if self.config.lifetime == Lifetime::Detached {
             // Recorded as each starts, so whoever stops a detached cluster finds
             // every process even if the start failed half-way.
@@ -518,12 +529,30 @@ pub fn free_port() -> Result<u16> {
 }
 
 fn http_get(port: u16, path: &str) -> Result<String> {
+    Ok(http_request(port, "GET", path)?.1)
+}
+
+/// A plain-HTTP request to `127.0.0.1:port` (what `curl` does against a node's OTA
+/// API): the status code and the body.
+pub fn http_request(port: u16, method: &str, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    Ok(response)
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response: {response:?}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 fn write_pki(pki: &Path) -> Result<()> {

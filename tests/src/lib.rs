@@ -7,5 +7,5 @@ pub mod bins;
 pub mod cluster;
 pub mod process;
 
-pub use cluster::{Cluster, ClusterConfig, Node, wait_for};
+pub use cluster::{Cluster, ClusterConfig, Node, free_port, http_request, wait_for};
 pub use process::Lifetime;

@@ -43,6 +43,7 @@ impl Process {
         name: &str,
         program: &Path,
         args: &[String],
+        env: &[(String, String)],
         log: &Path,
         lifetime: Lifetime,
     ) -> Result<Self> {
@@ -74,6 +75,7 @@ impl Process {
             }
         };
         let mut child = command
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(out)
             .stderr(err)
             .spawn()

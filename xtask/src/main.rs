@@ -19,7 +19,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Every check CI runs: build the Kubernetes test binaries, cargo fmt --check,
-    /// clippy -D warnings, and all tests (unit and end-to-end).
+    /// clippy -D warnings, build our binaries (the end-to-end tests run them as
+    /// processes), and all tests (unit and end-to-end).
     Test,
     /// Regenerate manifests/crd.yaml from the Rust types.
     Crd,
@@ -58,6 +59,7 @@ fn test() -> Result<()> {
             "warnings",
         ],
     )?;
+    run("cargo", &["build", "--workspace", "--bins"])?;
     run("cargo", &["test", "--workspace"])
 }
 
