@@ -3,6 +3,7 @@
 //! API ([`ota`]).
 #![forbid(unsafe_code)]
 
+pub mod metrics;
 pub mod node;
 pub mod ota;
 pub mod swap;

@@ -137,13 +137,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     pods.wait_until_ready().await?;
     configmaps.wait_until_ready().await?;
-    agent.recover().await?;
 
+    // The worker first finishes what a previous run left in flight (verifying it can
+    // take minutes; the OTA API serves meanwhile), then takes queued upgrades.
     let worker = {
         let agent = agent.clone();
         tokio::spawn(async move {
-            while let Some((target, revision)) = jobs.recv().await {
-                if let Err(e) = agent.upgrade(&target, revision.as_ref()).await {
+            if let Err(e) = agent.recover().await {
+                tracing::error!(error = %e, "could not recover the interrupted upgrade");
+            }
+            while let Some(job) = jobs.recv().await {
+                let target = &job.target;
+                if let Err(e) = agent.upgrade(&job).await {
                     tracing::warn!(static_pod = %format!("{}/{}", target.namespace, target.static_pod), error = %e, "upgrade did not complete");
                 }
             }
@@ -155,7 +160,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let health = warp::path("healthz").map(|| "ok");
-    let api = ota::routes(agent.clone()).or(health);
+    let metrics = agent.metrics();
+    let metrics = warp::path("metrics").map(move || metrics.encode());
+    let api = ota::routes(agent.clone()).or(health).or(metrics);
     let listener = tokio::net::TcpListener::bind(config.ota_listen).await?;
     tracing::info!(node = %config.node_name, ota = %listener.local_addr()?, "agent ready");
     let server = tokio::spawn(warp::serve(api).incoming(listener).run());
@@ -164,6 +171,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = cm_task => anyhow::bail!("the ConfigMap watch ended"),
         _ = worker => anyhow::bail!("the upgrade worker ended"),
         _ = server => anyhow::bail!("the OTA server ended"),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = shutdown_signal() => Ok(()),
+    }
+}
+
+/// SIGTERM (what the kubelet sends) or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -22,6 +22,7 @@ use staticpod_api::conventions::{
 use staticpod_api::{Revision, parse_manifest, pod_revision};
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
 use crate::ota::{NodeView, UpgradeTarget};
 use crate::swap::{Installed, Journal, ManifestName, ManifestStore, Recovery};
 
@@ -39,6 +40,8 @@ pub struct UpgradeRecord {
     pub reason: Option<String>,
     /// Seconds since the epoch when the state was reached.
     pub at: u64,
+    /// Milliseconds from the request reaching the agent to the new file in place.
+    pub swap_ms: Option<f64>,
 }
 
 /// One node's agent.
@@ -55,13 +58,25 @@ pub struct NodeAgent {
     /// One upgrade at a time on a node.
     busy: tokio::sync::Mutex<()>,
     records: Mutex<Vec<UpgradeRecord>>,
-    jobs: tokio::sync::mpsc::UnboundedSender<(UpgradeTarget, Option<Revision>)>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    metrics: Arc<Metrics>,
     attempted: Mutex<std::collections::HashSet<(String, Option<String>)>>,
 }
 
-/// Upgrades waiting for the node's worker: the StaticPod, and the revision a request
-/// named (`None` for an OTA trigger, which installs whatever the ConfigMap holds).
-pub type Jobs = tokio::sync::mpsc::UnboundedReceiver<(UpgradeTarget, Option<Revision>)>;
+/// An upgrade waiting for the node's worker.
+#[derive(Debug)]
+pub struct Job {
+    /// The StaticPod.
+    pub target: UpgradeTarget,
+    /// The revision a request named (`None` for an OTA trigger, which installs
+    /// whatever the ConfigMap holds).
+    pub revision: Option<Revision>,
+    /// When the request reached the agent.
+    pub queued: Instant,
+}
+
+/// The queue the node's worker drains.
+pub type Jobs = tokio::sync::mpsc::UnboundedReceiver<Job>;
 
 /// A manifest to install, read from a StaticPod's ConfigMap.
 struct Rendered {
@@ -100,6 +115,7 @@ impl NodeAgent {
             busy: tokio::sync::Mutex::new(()),
             records: Mutex::new(Vec::new()),
             jobs,
+            metrics: Arc::new(Metrics::default()),
             attempted: Mutex::new(Default::default()),
         };
         (agent, queue)
@@ -166,10 +182,14 @@ impl NodeAgent {
                     })
                 });
                 match owner {
-                    Some(target) => self
-                        .verify_or_roll_back(&target, &journal, &revision)
-                        .await
-                        .map(|_| ()),
+                    Some(target) => {
+                        // A failed verification was rolled back and recorded: the agent goes on.
+                        if let Err(e) = self.verify_or_roll_back(&target, &journal, &revision).await
+                        {
+                            tracing::warn!(error = %e, "the interrupted upgrade did not verify");
+                        }
+                        Ok(())
+                    }
                     None => {
                         // Nothing shows the new revision running: put the old file back.
                         tracing::warn!(manifest = %journal.manifest, "no mirror pod shows the interrupted revision; rolling back");
@@ -179,6 +199,11 @@ impl NodeAgent {
                 }
             }
         }
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Queues an upgrade unless the same one is queued or was tried already (a
@@ -194,18 +219,19 @@ impl NodeAgent {
             .map(|mut seen| seen.insert(key))
             .unwrap_or(false);
         if fresh || revision.is_none() {
-            let _ = self.jobs.send((target, revision));
+            let _ = self.jobs.send(Job {
+                target,
+                revision,
+                queued: Instant::now(),
+            });
         }
         fresh
     }
 
     /// The per-node procedure of SPEC §5 for `target` at `requested` (or at whatever
     /// its ConfigMap holds, for OTA triggers).
-    pub async fn upgrade(
-        &self,
-        target: &UpgradeTarget,
-        requested: Option<&Revision>,
-    ) -> anyhow::Result<String> {
+    pub async fn upgrade(&self, job: &Job) -> anyhow::Result<String> {
+        let (target, requested) = (&job.target, job.revision.as_ref());
         let _one_at_a_time = self.busy.lock().await;
         let id = format!("{}/{}", target.namespace, target.static_pod);
         let rendered = match self.rendered(target) {
@@ -241,7 +267,14 @@ impl NodeAgent {
                 }
                 Installed::Swapped(journal) => journal,
             };
+        let swap_ms = job.queued.elapsed().as_secs_f64() * 1e3;
+        self.metrics.swapped_in(swap_ms / 1e3);
         self.record(&id, rendered.revision.to_string(), "Upgrading", None);
+        if let Ok(mut records) = self.records.lock()
+            && let Some(last) = records.last_mut()
+        {
+            last.swap_ms = Some(swap_ms);
+        }
         self.event(
             target,
             EventType::Normal,
@@ -265,6 +298,7 @@ impl NodeAgent {
         let id = format!("{}/{}", target.namespace, target.static_pod);
         let mirror = mirror_pod_name(&target.static_pod, &self.node);
         let key = ObjectRef::<Pod>::new(&mirror).within(&target.namespace);
+        let started = Instant::now();
         let deadline = Instant::now() + self.verify_timeout;
         let verdict = loop {
             let changed = self.pod_changed.notified();
@@ -288,6 +322,7 @@ impl NodeAgent {
             }
             let _ = tokio::time::timeout(left, changed).await;
         };
+        self.metrics.verified_in(started.elapsed().as_secs_f64());
         match verdict {
             Ok(()) => {
                 self.store.commit(journal)?;
@@ -406,6 +441,11 @@ impl NodeAgent {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         if let Ok(mut records) = self.records.lock() {
+            // One record per StaticPod: its latest upgrade, keeping the swap time.
+            let swap_ms = records
+                .iter()
+                .find(|r| r.static_pod == static_pod && r.revision == revision)
+                .and_then(|r| r.swap_ms);
             records.retain(|r| r.static_pod != static_pod);
             records.push(UpgradeRecord {
                 static_pod: static_pod.into(),
@@ -413,8 +453,17 @@ impl NodeAgent {
                 state: state.into(),
                 reason,
                 at,
+                swap_ms,
             });
         }
+        let outcome = match state {
+            "Upgraded" => "upgraded",
+            "RolledBack" => "rolled_back",
+            "AlreadyCurrent" => "already_current",
+            "Refused" => "refused",
+            _ => return,
+        };
+        self.metrics.outcome(outcome);
     }
 
     async fn event(&self, target: &UpgradeTarget, type_: EventType, reason: &str, note: String) {

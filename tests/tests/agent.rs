@@ -14,7 +14,7 @@ use staticpod_api::{REVISION_ANNOTATION, render_manifest};
 use staticpod_e2e::{Cluster, ClusterConfig, free_port, http_request, wait_for};
 
 const BROKEN_IMAGE: &str = "registry.invalid/broken:1";
-const WAIT: Duration = Duration::from_secs(90);
+const WAIT: Duration = Duration::from_secs(120);
 
 struct Fixture {
     cluster: Cluster,
@@ -31,11 +31,11 @@ fn fixture() -> &'static Fixture {
 }
 
 fn start() -> anyhow::Result<Fixture> {
-    let mut config = ClusterConfig::for_test("agent", 3);
+    let mut config = ClusterConfig::for_test("agent", 4);
     config.fail_images = vec![BROKEN_IMAGE.into()];
     let cluster = Cluster::start(config)?;
     let mut ota_ports = Vec::new();
-    for i in 0..3 {
+    for i in 0..4 {
         let port = free_port()?;
         start_agent(&cluster, i, port)?;
         ota_ports.push(port);
@@ -50,7 +50,7 @@ fn start_agent(c: &Cluster, index: usize, port: u16) -> anyhow::Result<()> {
         format!("--node-name={}", node.name),
         format!("--manifest-dir={}", node.manifest_dir.display()),
         format!("--state-dir={}", state_dir(c, index).display()),
-        "--verify-timeout-seconds=15".into(),
+        "--verify-timeout-seconds=40".into(),
         format!("--ota-listen=127.0.0.1:{port}"),
     ];
     let env = vec![(
@@ -194,6 +194,25 @@ fn a_request_upgrades_that_node_only_and_keeps_a_backup() {
     let (status, body) =
         http_request(f.ota_ports[1], "GET", "/openyurt.io/v1/upgrades").expect("status");
     assert_eq!(status, 200, "{body}");
+    let upgrades: Value = serde_json::from_str(&body).expect("json");
+    let web = upgrades["upgrades"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|u| u["staticPod"] == "default/web")
+        .cloned()
+        .expect("web");
+    assert_eq!(
+        (web["revision"].as_str(), web["state"].as_str()),
+        (Some(b.as_str()), Some("Upgraded")),
+        "{upgrades:#}"
+    );
+    assert!(web["swapMs"].as_f64().is_some(), "{upgrades:#}");
+    let (_, metrics) = http_request(f.ota_ports[1], "GET", "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("staticpod_agent_upgrades_total{outcome=\"upgraded\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(
         get_pod(c, "web-node-2").expect("pod")["metadata"]["uid"],
         uid
@@ -326,26 +345,26 @@ fn an_agent_killed_mid_upgrade_finishes_the_job_after_a_restart() {
     let _report = c.report_on_failure();
     let a = install_everywhere(c, "crash", "nginx:1.19.1");
     let broken = publish(c, "crash", BROKEN_IMAGE);
-    request(c, "crash-node-3", &broken);
+    request(c, "crash-node-4", &broken);
 
     // Kill the agent while the broken revision is on disk and being verified.
-    let journal = state_dir(c, 2).join("upgrade.json");
+    let journal = state_dir(c, 3).join("upgrade.json");
     wait_for("upgrade in flight", WAIT, || {
         Ok(journal.exists().then_some(()))
     })
     .expect("journal");
-    c.stop_component("agent-node-3").expect("kill -9");
-    let on_disk = fs::read_to_string(c.node(2).expect("node").manifest_dir.join("crash.yaml"))
+    c.stop_component("agent-node-4").expect("kill -9");
+    let on_disk = fs::read_to_string(c.node(3).expect("node").manifest_dir.join("crash.yaml"))
         .expect("manifest");
     assert!(
         on_disk.contains(&broken) || on_disk.contains(&a),
         "a complete manifest"
     );
 
-    start_agent(c, 2, f.ota_ports[2]).expect("restart agent");
+    start_agent(c, 3, f.ota_ports[3]).expect("restart agent");
     wait_pod(
         c,
-        "crash-node-3",
+        "crash-node-4",
         "back on the old revision after recovery",
         |p| revision_of(p) == a && ready(p),
     );
