@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use staticpod_api::conventions::{STATIC_POD_LABEL, UPGRADE_REQUEST_ANNOTATION};
 use staticpod_api::testing::static_pod;
 use staticpod_api::{REVISION_ANNOTATION, render_manifest};
-use staticpod_e2e::{Cluster, ClusterConfig, free_port, http_request, wait_for};
+use staticpod_e2e::{
+    Cluster, ClusterConfig, free_port, http_request, pod_is_ready, wait_for, write_manifest,
+};
 
 const NODES: usize = 4;
 const ROUNDS: usize = 25;
@@ -47,9 +49,7 @@ fn main() -> anyhow::Result<()> {
     // Revision 0 on every node, installed as a node installer would.
     let first = render_manifest(&static_pod("bench", "nginx:1.0.0"))?;
     for node in cluster.nodes() {
-        let tmp = node.manifest_dir.join(".bench.yaml.tmp");
-        fs::write(&tmp, &first.yaml)?;
-        fs::rename(&tmp, node.manifest_dir.join("bench.yaml"))?;
+        write_manifest(&node.manifest_dir, "bench", &first.yaml)?;
     }
     wait_all(&cluster, first.revision.as_str())?;
     let idle: Vec<u64> = agent_pids(&cluster)
@@ -136,13 +136,7 @@ fn wait_all(c: &Cluster, revision: &str) -> anyhow::Result<()> {
                         .is_some_and(|n| n.starts_with("bench-"))
                 })
                 .filter(|p| p["metadata"]["annotations"][REVISION_ANNOTATION] == revision)
-                .filter(|p| {
-                    p["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
+                .filter(|p| pod_is_ready(p))
                 .count();
             Ok((done == NODES).then_some(()))
         },

@@ -513,6 +513,26 @@ pub fn wait_for<T>(
     }
 }
 
+/// Whether a Pod object (as kubectl prints it) has `Ready=True`.
+pub fn pod_is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// Drops a manifest into a static-pod directory the way a careful installer does:
+/// a hidden temp file (the kubelet ignores dot-files), then a rename, so the
+/// kubelet never reads half a file.
+pub fn write_manifest(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.yaml.tmp"));
+    fs::write(&tmp, text).with_context(|| format!("failed to write {}", tmp.display()))?;
+    fs::rename(&tmp, dir.join(format!("{name}.yaml")))
+        .with_context(|| format!("failed to rename {}", tmp.display()))?;
+    Ok(())
+}
+
 /// The status of a Node object's `Ready` condition.
 pub fn ready_condition(node: &Value) -> Option<String> {
     node["status"]["conditions"]

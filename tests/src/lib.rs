@@ -7,5 +7,7 @@ pub mod bins;
 pub mod cluster;
 pub mod process;
 
-pub use cluster::{Cluster, ClusterConfig, Node, free_port, http_request, wait_for};
+pub use cluster::{
+    Cluster, ClusterConfig, Node, free_port, http_request, pod_is_ready, wait_for, write_manifest,
+};
 pub use process::Lifetime;

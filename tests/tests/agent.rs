@@ -11,7 +11,9 @@ use staticpod_api::conventions::{
 };
 use staticpod_api::testing::static_pod;
 use staticpod_api::{REVISION_ANNOTATION, render_manifest};
-use staticpod_e2e::{Cluster, ClusterConfig, free_port, http_request, wait_for};
+use staticpod_e2e::{
+    Cluster, ClusterConfig, free_port, http_request, pod_is_ready, wait_for, write_manifest,
+};
 
 const BROKEN_IMAGE: &str = "registry.invalid/broken:1";
 const WAIT: Duration = Duration::from_secs(120);
@@ -84,16 +86,14 @@ fn manifest(name: &str, image: &str) -> (String, String) {
 fn install_everywhere(c: &Cluster, name: &str, image: &str) -> String {
     let (revision, text) = manifest(name, image);
     for node in c.nodes() {
-        let tmp = node.manifest_dir.join(format!(".{name}.yaml.tmp"));
-        fs::write(&tmp, &text).expect("write");
-        fs::rename(&tmp, node.manifest_dir.join(format!("{name}.yaml"))).expect("rename");
+        write_manifest(&node.manifest_dir, name, &text).expect("write manifest");
     }
     for node in c.nodes() {
         wait_pod(
             c,
             &format!("{name}-{}", node.name),
             "mirror pod Ready",
-            |p| revision_of(p) == revision && ready(p),
+            |p| revision_of(p) == revision && pod_is_ready(p),
         );
     }
     revision
@@ -147,14 +147,6 @@ fn revision_of(pod: &Value) -> String {
         .to_owned()
 }
 
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
 #[test]
 fn a_request_upgrades_that_node_only_and_keeps_a_backup() {
     let f = fixture();
@@ -165,7 +157,7 @@ fn a_request_upgrades_that_node_only_and_keeps_a_backup() {
     request(c, "web-node-2", &b);
 
     let pod = wait_pod(c, "web-node-2", "runs the new revision, Ready", |p| {
-        revision_of(p) == b && ready(p)
+        revision_of(p) == b && pod_is_ready(p)
     });
     assert_eq!(pod["spec"]["containers"][0]["image"], "nginx:1.19.2");
     for other in ["web-node-1", "web-node-3"] {
@@ -234,7 +226,7 @@ fn a_revision_that_cannot_start_is_rolled_back_and_the_failure_recorded() {
         "rolled back with the failure recorded",
         |p| {
             revision_of(p) == a
-                && ready(p)
+                && pod_is_ready(p)
                 && p["metadata"]["annotations"][UPGRADE_FAILURE_ANNOTATION]
                     .as_str()
                     .is_some_and(|v| v.starts_with(&broken))
@@ -334,7 +326,7 @@ fn the_ota_api_answers_with_upstreams_codes() {
         (200, "Start updating pod default/ota-node-3")
     );
     wait_pod(c, "ota-node-3", "upgraded through the OTA API", |p| {
-        revision_of(p) == b && ready(p)
+        revision_of(p) == b && pod_is_ready(p)
     });
 }
 
@@ -366,7 +358,7 @@ fn an_agent_killed_mid_upgrade_finishes_the_job_after_a_restart() {
         c,
         "crash-node-4",
         "back on the old revision after recovery",
-        |p| revision_of(p) == a && ready(p),
+        |p| revision_of(p) == a && pod_is_ready(p),
     );
     wait_for("journal cleared", WAIT, || {
         Ok((!journal.exists()).then_some(()))

@@ -2,12 +2,11 @@
 //! hollow kubelets that turn manifest files into mirror pods.
 
 use std::fs;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use staticpod_e2e::{Cluster, ClusterConfig, wait_for};
+use staticpod_e2e::{Cluster, ClusterConfig, pod_is_ready, wait_for, write_manifest};
 
 const BROKEN_IMAGE: &str = "registry.invalid/broken:1";
 
@@ -24,28 +23,16 @@ fn cluster() -> &'static Cluster {
         .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
 }
 
-/// Writes a manifest the way a careful installer does: a hidden temp file (the
-/// kubelet ignores dot-files), then a rename, so the kubelet never reads half a file.
-fn write_manifest(dir: &Path, name: &str, image: &str) {
-    let text = format!(
+/// A minimal Pod manifest named `name` running `image`.
+fn pod_manifest(name: &str, image: &str) -> String {
+    format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    app: {name}\n\
          spec:\n  containers:\n  - name: main\n    image: {image}\n"
-    );
-    let tmp = dir.join(format!(".{name}.yaml.tmp"));
-    fs::write(&tmp, text).expect("write manifest");
-    fs::rename(&tmp, dir.join(format!("{name}.yaml"))).expect("rename manifest");
+    )
 }
 
 fn get_pod(c: &Cluster, name: &str) -> Option<Value> {
     c.kubectl_json(&["get", "pod", name, "-n", "default"]).ok()
-}
-
-fn pod_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 #[test]
@@ -81,9 +68,14 @@ fn a_manifest_file_becomes_a_mirror_pod_that_follows_edits_and_deletion() {
     let mirror = format!("web-{}", node.name);
 
     let start = Instant::now();
-    write_manifest(&node.manifest_dir, "web", "nginx:1.19.1");
+    write_manifest(
+        &node.manifest_dir,
+        "web",
+        &pod_manifest("web", "nginx:1.19.1"),
+    )
+    .expect("write manifest");
     let pod = wait_for("mirror pod Ready", Duration::from_secs(60), || {
-        Ok(get_pod(c, &mirror).filter(pod_ready))
+        Ok(get_pod(c, &mirror).filter(pod_is_ready))
     })
     .expect("mirror pod");
     let created = start.elapsed();
@@ -108,10 +100,15 @@ fn a_manifest_file_becomes_a_mirror_pod_that_follows_edits_and_deletion() {
     }
 
     let start = Instant::now();
-    write_manifest(&node.manifest_dir, "web", "nginx:1.19.2");
+    write_manifest(
+        &node.manifest_dir,
+        "web",
+        &pod_manifest("web", "nginx:1.19.2"),
+    )
+    .expect("write manifest");
     let pod = wait_for("mirror pod replaced", Duration::from_secs(60), || {
         Ok(get_pod(c, &mirror)
-            .filter(|p| p["spec"]["containers"][0]["image"] == "nginx:1.19.2" && pod_ready(p)))
+            .filter(|p| p["spec"]["containers"][0]["image"] == "nginx:1.19.2" && pod_is_ready(p)))
     })
     .expect("replaced mirror pod");
     let replaced = start.elapsed();
@@ -141,7 +138,12 @@ fn an_image_the_node_is_told_to_fail_never_becomes_ready() {
     let _report = c.report_on_failure();
     let node = c.node(0).expect("node-1");
     let mirror = format!("broken-{}", node.name);
-    write_manifest(&node.manifest_dir, "broken", BROKEN_IMAGE);
+    write_manifest(
+        &node.manifest_dir,
+        "broken",
+        &pod_manifest("broken", BROKEN_IMAGE),
+    )
+    .expect("write manifest");
     let pod = wait_for("pull failure reported", Duration::from_secs(60), || {
         Ok(get_pod(c, &mirror).filter(|p| {
             let reason = &p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
@@ -149,7 +151,7 @@ fn an_image_the_node_is_told_to_fail_never_becomes_ready() {
         }))
     })
     .expect("broken pod");
-    assert!(!pod_ready(&pod), "{pod:#}");
+    assert!(!pod_is_ready(&pod), "{pod:#}");
     fs::remove_file(node.manifest_dir.join("broken.yaml")).expect("remove manifest");
 }
 
