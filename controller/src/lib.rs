@@ -1,5 +1,7 @@
-//! The StaticPod controller. So far: the pure rollout planner ([`planner`]); the
-//! watches and API writes that feed and apply it come next.
+//! The StaticPod controller: the pure rollout planner ([`planner`]), the facts it
+//! reads ([`facts`]) and the reconciler that applies its answers ([`reconcile`]).
 #![forbid(unsafe_code)]
 
+pub mod facts;
 pub mod planner;
+pub mod reconcile;

@@ -1,0 +1,206 @@
+//! The controller with one agent per hollow node, against the real control plane:
+//! the seed walkthrough (adoption, then an auto rolling upgrade within maxUnavailable).
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use staticpod_api::REVISION_ANNOTATION;
+use staticpod_api::conventions::UPGRADE_REQUEST_ANNOTATION;
+use staticpod_e2e::{
+    Cluster, ClusterConfig, free_port, http_request, pod_is_ready, wait_for, write_manifest,
+};
+
+const NODES: usize = 5;
+
+fn start() -> anyhow::Result<Cluster> {
+    let cluster = Cluster::start(ClusterConfig::for_test("controller", NODES))?;
+    let env = vec![(
+        "KUBECONFIG".to_string(),
+        cluster.kubeconfig().display().to_string(),
+    )];
+    let agent = staticpod_e2e::bins::workspace_binary("staticpod-agent")?;
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        let port = free_port()?;
+        let args = vec![
+            format!("--node-name={}", node.name),
+            format!("--manifest-dir={}", node.manifest_dir.display()),
+            format!(
+                "--state-dir={}",
+                cluster.dir().join("agent-state").join(&node.name).display()
+            ),
+            "--verify-timeout-seconds=60".into(),
+            format!("--ota-listen=127.0.0.1:{port}"),
+        ];
+        cluster.start_component(&format!("agent-{}", i + 1), &agent, &args, &env)?;
+        wait_for("agent up", Duration::from_secs(30), || {
+            Ok(http_request(port, "GET", "/healthz").ok().map(|_| ()))
+        })?;
+    }
+    let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
+    cluster.kubectl(&["apply", "-f", &crd.display().to_string()])?;
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/staticpods.apps.openyurt.io",
+        "--timeout=30s",
+    ])?;
+    let controller = staticpod_e2e::bins::workspace_binary("staticpod-controller")?;
+    cluster.start_component("controller", &controller, &[], &env)?;
+    Ok(cluster)
+}
+
+fn static_pod(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps.openyurt.io/v1alpha1", "kind": "StaticPod",
+        "metadata": {"name": "nginx", "namespace": "default"},
+        "spec": {
+            "staticPodManifest": "nginx",
+            "upgradeStrategy": {"type": "auto", "maxUnavailable": 2},
+            "template": {"spec": {"containers": [{"name": "nginx", "image": image}]}}
+        }
+    })
+}
+
+fn mirror_pods(c: &Cluster) -> Vec<Value> {
+    let list = c
+        .kubectl_json(&["get", "pods", "-n", "default"])
+        .unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("nginx-node-"))
+        })
+        .cloned()
+        .collect()
+}
+
+fn status_row(c: &Cluster) -> Option<Vec<String>> {
+    let table = c
+        .kubectl(&["get", "staticpods", "nginx", "--no-headers"])
+        .ok()?;
+    Some(table.split_whitespace().map(str::to_owned).collect())
+}
+
+#[test]
+fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
+    let c = start().unwrap_or_else(|e| panic!("cluster did not start: {e:#}"));
+    let _report = c.report_on_failure();
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nginx\n  namespace: default\nspec:\n  containers:\n  - name: nginx\n    image: nginx:1.19.1\n";
+    for node in c.nodes() {
+        write_manifest(&node.manifest_dir, "nginx", plain).expect("manifest");
+    }
+    wait_for("5 nginx mirror pods Ready", Duration::from_secs(90), || {
+        Ok((mirror_pods(&c).iter().filter(|p| pod_is_ready(p)).count() == NODES).then_some(()))
+    })
+    .expect("mirror pods");
+
+    // Adoption: the StaticPod matches what runs, so nothing is rewritten.
+    let out = c
+        .kubectl_with_input(
+            &["apply", "-f", "-"],
+            &static_pod("nginx:1.19.1").to_string(),
+        )
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("adopted: 5 5 5", Duration::from_secs(60), || {
+        Ok(status_row(&c)
+            .filter(|r| r.len() >= 5 && r[2..5] == ["5", "5", "5"])
+            .map(|_| ()))
+    })
+    .expect("adopted");
+    for node in c.nodes() {
+        assert_eq!(
+            fs::read_to_string(node.manifest_dir.join("nginx.yaml")).expect("file"),
+            plain,
+            "{} untouched",
+            node.name
+        );
+    }
+
+    // The image change rolls out; at no observed instant are more than 2 nodes down.
+    let out = c
+        .kubectl_with_input(
+            &["apply", "-f", "-"],
+            &static_pod("nginx:1.19.2").to_string(),
+        )
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = wait_for("target revision in status", Duration::from_secs(30), || {
+        let sp = c.kubectl_json(&["get", "staticpod", "nginx"])?;
+        Ok(sp["status"]["targetRevision"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned))
+    })
+    .expect("target");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut worst = 0;
+    loop {
+        let pods = mirror_pods(&c);
+        let down = c
+            .nodes()
+            .iter()
+            .filter(|node| {
+                let pod = pods
+                    .iter()
+                    .find(|p| p["metadata"]["name"] == format!("nginx-{}", node.name).as_str());
+                match pod {
+                    None => true, // being replaced
+                    Some(p) => {
+                        let revision = p["metadata"]["annotations"][REVISION_ANNOTATION].as_str()
+                            == Some(target.as_str());
+                        let requested = p["metadata"]["annotations"][UPGRADE_REQUEST_ANNOTATION]
+                            .as_str()
+                            == Some(target.as_str());
+                        (requested && !revision) || (revision && !pod_is_ready(p))
+                    }
+                }
+            })
+            .count();
+        worst = worst.max(down);
+        assert!(
+            down <= 2,
+            "{down} nodes unavailable at once; maxUnavailable is 2"
+        );
+        let row = status_row(&c).unwrap_or_default();
+        let done = pods.len() == NODES
+            && pods
+                .iter()
+                .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.19.2" && pod_is_ready(p))
+            && row.len() >= 5
+            && row[2..5] == ["5", "5", "5"];
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout did not finish: {row:?}\n{}",
+            c.log_report()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("rollout finished; at most {worst} nodes were unavailable at once");
+    assert!(worst >= 1, "the rollout was observed in progress");
+    let sp = c.kubectl_json(&["get", "staticpod", "nginx"]).expect("get");
+    let complete = sp["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Complete")
+        .cloned()
+        .expect("Complete");
+    assert_eq!(complete["status"], "True", "{sp:#}");
+}
