@@ -55,6 +55,7 @@ async fn run() -> anyhow::Result<()> {
         client: client.clone(),
         pods,
         nodes,
+        in_flight: Default::default(),
     });
     let controller = Controller::new(
         Api::<StaticPod>::all(client.clone()),

@@ -5,8 +5,8 @@
 //! `get, list, watch, create, update`; pods `get, list, watch, patch`,
 //! pods/status `patch`; nodes `get, list, watch`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
@@ -21,11 +21,12 @@ use staticpod_api::conventions::{
     mirror_pod_name,
 };
 use staticpod_api::{
-    MaxUnavailable, StaticPod, StaticPodStatus, StrategyType, default_static_pod, render_manifest,
+    MaxUnavailable, Revision, StaticPod, StaticPodStatus, StrategyType, default_static_pod,
+    render_manifest,
 };
 
 use crate::facts::{node_ready, pod_facts};
-use crate::planner::{self, Action as Step, NodeFacts};
+use crate::planner::{self, Action as Step, NodeFacts, PodFacts};
 
 /// Why a reconcile failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,11 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// All nodes.
     pub nodes: Store<Node>,
+    /// Nodes asked to upgrade, per StaticPod (`ns/name`) and target revision. While
+    /// a node's agent swaps the manifest the kubelet deletes the old mirror pod
+    /// before it creates the new one; without this memory such a node would briefly
+    /// look out of scope and free a slot in the window that is still taken.
+    pub in_flight: Mutex<HashMap<String, (Revision, HashSet<String>)>>,
 }
 
 /// Reconciles one StaticPod.
@@ -96,6 +102,15 @@ pub async fn reconcile(sp: Arc<StaticPod>, ctx: Arc<Context>) -> Result<Action, 
     .await?;
 
     let template = defaulted.spec.template.spec.clone().unwrap_or_default();
+    let id = format!("{ns}/{name}");
+    let target = &manifest.revision;
+    let mut in_flight = {
+        let all = ctx.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        match all.get(&id) {
+            Some((revision, nodes)) if revision == target => nodes.clone(),
+            _ => HashSet::new(),
+        }
+    };
     let facts: Vec<NodeFacts> = ctx
         .nodes
         .state()
@@ -103,13 +118,31 @@ pub async fn reconcile(sp: Arc<StaticPod>, ctx: Arc<Context>) -> Result<Action, 
         .map(|node| {
             let node_name = node.name_any();
             let key = ObjectRef::<Pod>::new(&mirror_pod_name(&name, &node_name)).within(&ns);
-            let pod = ctx
+            let mut pod = ctx
                 .pods
                 .get(&key)
                 .filter(|p| {
                     p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name.as_str())
                 })
                 .map(|p| pod_facts(&p, &template));
+            match &pod {
+                // Settled: on the target, or failed there.
+                Some(facts)
+                    if facts.revision.as_ref() == Some(target) || facts.failed.is_some() =>
+                {
+                    in_flight.remove(&node_name);
+                }
+                Some(_) => {}
+                // Being replaced: still in scope, still upgrading.
+                None if in_flight.contains(&node_name) => {
+                    pod = Some(PodFacts {
+                        ready: false,
+                        requested: Some(target.clone()),
+                        ..Default::default()
+                    });
+                }
+                None => {}
+            }
             NodeFacts {
                 node: node_name,
                 node_ready: node_ready(node),
@@ -130,6 +163,7 @@ pub async fn reconcile(sp: Arc<StaticPod>, ctx: Arc<Context>) -> Result<Action, 
                     .map_err(kube(format!(
                         "request revision {revision} on pod {ns}/{pod}"
                     )))?;
+                in_flight.insert(node.clone());
                 tracing::info!(static_pod = %format!("{ns}/{name}"), %node, %revision, "upgrade requested");
             }
             Step::MarkNeedUpgrade { node, need } => {
@@ -149,6 +183,10 @@ pub async fn reconcile(sp: Arc<StaticPod>, ctx: Arc<Context>) -> Result<Action, 
         }
     }
 
+    ctx.in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, (target.clone(), in_flight));
     write_status(&ctx.client, &sp, &ns, &plan, &manifest.revision.to_string()).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }

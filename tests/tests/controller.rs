@@ -2,6 +2,7 @@
 //! the seed walkthrough (adoption, then an auto rolling upgrade within maxUnavailable).
 
 use std::fs;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,13 +14,28 @@ use staticpod_e2e::{
 
 const NODES: usize = 5;
 
-fn start() -> anyhow::Result<Cluster> {
+struct Fixture {
+    cluster: Cluster,
+    /// OTA API port of each node's agent.
+    ota_ports: Vec<u16>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| start().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
+}
+
+fn start() -> anyhow::Result<Fixture> {
     let cluster = Cluster::start(ClusterConfig::for_test("controller", NODES))?;
     let env = vec![(
         "KUBECONFIG".to_string(),
         cluster.kubeconfig().display().to_string(),
     )];
     let agent = staticpod_e2e::bins::workspace_binary("staticpod-agent")?;
+    let mut ota_ports = Vec::new();
     for (i, node) in cluster.nodes().iter().enumerate() {
         let port = free_port()?;
         let args = vec![
@@ -36,6 +52,7 @@ fn start() -> anyhow::Result<Cluster> {
         wait_for("agent up", Duration::from_secs(30), || {
             Ok(http_request(port, "GET", "/healthz").ok().map(|_| ()))
         })?;
+        ota_ports.push(port);
     }
     let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
     cluster.kubectl(&["apply", "-f", &crd.display().to_string()])?;
@@ -47,7 +64,7 @@ fn start() -> anyhow::Result<Cluster> {
     ])?;
     let controller = staticpod_e2e::bins::workspace_binary("staticpod-controller")?;
     cluster.start_component("controller", &controller, &[], &env)?;
-    Ok(cluster)
+    Ok(Fixture { cluster, ota_ports })
 }
 
 fn static_pod(image: &str) -> Value {
@@ -88,14 +105,14 @@ fn status_row(c: &Cluster) -> Option<Vec<String>> {
 
 #[test]
 fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
-    let c = start().unwrap_or_else(|e| panic!("cluster did not start: {e:#}"));
+    let c = &fixture().cluster;
     let _report = c.report_on_failure();
     let plain = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nginx\n  namespace: default\nspec:\n  containers:\n  - name: nginx\n    image: nginx:1.19.1\n";
     for node in c.nodes() {
         write_manifest(&node.manifest_dir, "nginx", plain).expect("manifest");
     }
     wait_for("5 nginx mirror pods Ready", Duration::from_secs(90), || {
-        Ok((mirror_pods(&c).iter().filter(|p| pod_is_ready(p)).count() == NODES).then_some(()))
+        Ok((mirror_pods(c).iter().filter(|p| pod_is_ready(p)).count() == NODES).then_some(()))
     })
     .expect("mirror pods");
 
@@ -112,7 +129,7 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for("adopted: 5 5 5", Duration::from_secs(60), || {
-        Ok(status_row(&c)
+        Ok(status_row(c)
             .filter(|r| r.len() >= 5 && r[2..5] == ["5", "5", "5"])
             .map(|_| ()))
     })
@@ -149,7 +166,7 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut worst = 0;
     loop {
-        let pods = mirror_pods(&c);
+        let pods = mirror_pods(c);
         let down = c
             .nodes()
             .iter()
@@ -175,7 +192,7 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
             down <= 2,
             "{down} nodes unavailable at once; maxUnavailable is 2"
         );
-        let row = status_row(&c).unwrap_or_default();
+        let row = status_row(c).unwrap_or_default();
         let done = pods.len() == NODES
             && pods
                 .iter()
@@ -203,4 +220,117 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
         .cloned()
         .expect("Complete");
     assert_eq!(complete["status"], "True", "{sp:#}");
+}
+
+fn need_upgrade(pod: &Value) -> Option<String> {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "PodNeedUpgrade")
+        .and_then(|c| c["status"].as_str())
+        .map(str::to_owned)
+}
+
+#[test]
+fn ota_marks_every_node_and_upgrades_only_the_one_triggered() {
+    let f = fixture();
+    let c = &f.cluster;
+    let _report = c.report_on_failure();
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: edge\n  namespace: default\nspec:\n  containers:\n  - name: edge\n    image: edge:1.0\n";
+    for node in c.nodes() {
+        write_manifest(&node.manifest_dir, "edge", plain).expect("manifest");
+    }
+    let pod = |node: &str| {
+        c.kubectl_json(&["get", "pod", &format!("edge-{node}")])
+            .ok()
+    };
+    let edge = |image: &str| {
+        json!({
+            "apiVersion": "apps.openyurt.io/v1alpha1", "kind": "StaticPod",
+            "metadata": {"name": "edge", "namespace": "default"},
+            "spec": {"staticPodManifest": "edge", "upgradeStrategy": {"type": "ota"},
+                     "template": {"spec": {"containers": [{"name": "edge", "image": image}]}}}
+        })
+    };
+    wait_for("edge pods Ready", Duration::from_secs(90), || {
+        Ok(c.nodes()
+            .iter()
+            .all(|n| pod(&n.name).is_some_and(|p| pod_is_ready(&p)))
+            .then_some(()))
+    })
+    .expect("edge pods");
+    let out = c
+        .kubectl_with_input(&["apply", "-f", "-"], &edge("edge:2.0").to_string())
+        .expect("kubectl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every out-of-date pod is marked; kubelet's own conditions stay; nothing is upgraded.
+    wait_for(
+        "PodNeedUpgrade=True everywhere",
+        Duration::from_secs(60),
+        || {
+            Ok(c.nodes()
+                .iter()
+                .all(|n| pod(&n.name).and_then(|p| need_upgrade(&p)).as_deref() == Some("True"))
+                .then_some(()))
+        },
+    )
+    .expect("marked");
+    for node in c.nodes() {
+        let p = pod(&node.name).expect("pod");
+        assert!(
+            pod_is_ready(&p),
+            "the kubelet's Ready condition is kept on {}",
+            node.name
+        );
+        assert_eq!(
+            p["spec"]["containers"][0]["image"], "edge:1.0",
+            "ota upgrades nothing by itself"
+        );
+    }
+
+    // The node-local trigger on node 2 upgrades node 2 only; its mark becomes False.
+    let (status, body) = http_request(
+        f.ota_ports[1],
+        "POST",
+        "/openyurt.io/v1/namespaces/default/pods/edge-node-2/upgrade",
+    )
+    .expect("http");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "Start updating pod default/edge-node-2")
+    );
+    wait_for(
+        "node-2 upgraded and unmarked",
+        Duration::from_secs(120),
+        || {
+            Ok(pod("node-2")
+                .filter(|p| {
+                    p["spec"]["containers"][0]["image"] == "edge:2.0"
+                        && pod_is_ready(p)
+                        && need_upgrade(p).as_deref() == Some("False")
+                })
+                .map(|_| ()))
+        },
+    )
+    .expect("node-2");
+    for node in ["node-1", "node-3", "node-4", "node-5"] {
+        assert_eq!(
+            pod(node).expect("pod")["spec"]["containers"][0]["image"],
+            "edge:1.0",
+            "{node} untouched"
+        );
+    }
+    let row: Vec<String> = c
+        .kubectl(&["get", "sp", "edge", "--no-headers"])
+        .expect("get")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(row[2..5], ["5", "5", "1"], "{row:?}");
 }
