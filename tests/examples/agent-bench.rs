@@ -22,27 +22,10 @@ const ROUNDS: usize = 25;
 
 fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterConfig::for_test("agent-bench", NODES))?;
-    let agent = staticpod_e2e::bins::workspace_binary("staticpod-agent")?;
     let mut ports = Vec::new();
-    for node in cluster.nodes() {
+    for index in 0..NODES {
         let port = free_port()?;
-        let args = vec![
-            format!("--node-name={}", node.name),
-            format!("--manifest-dir={}", node.manifest_dir.display()),
-            format!(
-                "--state-dir={}",
-                cluster.dir().join("state").join(&node.name).display()
-            ),
-            format!("--ota-listen=127.0.0.1:{port}"),
-        ];
-        let env = vec![(
-            "KUBECONFIG".to_string(),
-            cluster.kubeconfig().display().to_string(),
-        )];
-        cluster.start_component(&format!("agent-{}", node.name), &agent, &args, &env)?;
-        wait_for("agent up", Duration::from_secs(30), || {
-            Ok(http_request(port, "GET", "/healthz").ok().map(|_| ()))
-        })?;
+        cluster.start_agent(index, port, 300)?;
         ports.push(port);
     }
 
@@ -112,7 +95,7 @@ fn main() -> anyhow::Result<()> {
         "agent RSS idle: {:?} KiB; peak over the run: {:?} KiB",
         idle, peak
     );
-    let size = fs::metadata(&agent)?.len();
+    let size = fs::metadata(staticpod_e2e::bins::workspace_binary("staticpod-agent")?)?.len();
     println!(
         "agent binary (debug build used here): {:.1} MB",
         size as f64 / 1e6
@@ -145,7 +128,7 @@ fn wait_all(c: &Cluster, revision: &str) -> anyhow::Result<()> {
 
 /// Pids of the agent processes of this cluster (not their supervisor shells).
 fn agent_pids(c: &Cluster) -> Vec<u32> {
-    let marker = c.dir().join("state").display().to_string();
+    let marker = c.dir().join("agent-state").display().to_string();
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {

@@ -243,6 +243,47 @@ impl Cluster {
         self.spawn(&name, "hollow-node", &args)
     }
 
+    /// Starts our node agent for node `index` as its own process (named
+    /// `agent-<node>`), its OTA API on `127.0.0.1:<ota_port>`, and waits until that
+    /// API answers. Needs `cargo build --workspace --bins`.
+    pub fn start_agent(
+        &self,
+        index: usize,
+        ota_port: u16,
+        verify_timeout_seconds: u64,
+    ) -> Result<()> {
+        let node = self.node(index)?;
+        let agent = crate::bins::workspace_binary("staticpod-agent")?;
+        let args = vec![
+            format!("--node-name={}", node.name),
+            format!("--manifest-dir={}", node.manifest_dir.display()),
+            format!("--state-dir={}", self.agent_state_dir(index)?.display()),
+            format!("--verify-timeout-seconds={verify_timeout_seconds}"),
+            format!("--ota-listen=127.0.0.1:{ota_port}"),
+        ];
+        let env = vec![(
+            "KUBECONFIG".to_string(),
+            self.kubeconfig.display().to_string(),
+        )];
+        self.start_component(&format!("agent-{}", node.name), &agent, &args, &env)?;
+        wait_for("agent OTA API", Duration::from_secs(30), || {
+            self.check_alive()?;
+            Ok(http_request(ota_port, "GET", "/healthz")
+                .ok()
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ()))
+        })
+    }
+
+    /// Where node `index`'s agent keeps backups and its upgrade journal.
+    pub fn agent_state_dir(&self, index: usize) -> Result<PathBuf> {
+        Ok(self
+            .config
+            .dir
+            .join("agent-state")
+            .join(&self.node(index)?.name))
+    }
+
     /// Kills node `index`'s kubelet (SIGKILL, as when an edge node loses power or
     /// network) and waits until the process is gone.
     pub fn stop_node(&self, index: usize) -> Result<()> {

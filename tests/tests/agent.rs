@@ -46,33 +46,11 @@ fn start() -> anyhow::Result<Fixture> {
 }
 
 fn start_agent(c: &Cluster, index: usize, port: u16) -> anyhow::Result<()> {
-    let node = c.node(index)?;
-    let agent = staticpod_e2e::bins::workspace_binary("staticpod-agent")?;
-    let args = vec![
-        format!("--node-name={}", node.name),
-        format!("--manifest-dir={}", node.manifest_dir.display()),
-        format!("--state-dir={}", state_dir(c, index).display()),
-        "--verify-timeout-seconds=40".into(),
-        format!("--ota-listen=127.0.0.1:{port}"),
-    ];
-    let env = vec![(
-        "KUBECONFIG".to_string(),
-        c.kubeconfig().display().to_string(),
-    )];
-    c.start_component(&format!("agent-{}", node.name), &agent, &args, &env)?;
-    // Ready when its OTA API answers.
-    wait_for("agent OTA API", Duration::from_secs(30), || {
-        Ok(http_request(port, "GET", "/healthz")
-            .ok()
-            .filter(|(s, _)| *s == 200)
-            .map(|_| ()))
-    })
+    c.start_agent(index, port, 40)
 }
 
 fn state_dir(c: &Cluster, index: usize) -> std::path::PathBuf {
-    c.dir()
-        .join("agent-state")
-        .join(format!("node-{}", index + 1))
+    c.agent_state_dir(index).expect("node")
 }
 
 /// The rendered manifest of StaticPod `name` running `image`, and its revision.

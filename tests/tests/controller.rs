@@ -34,24 +34,10 @@ fn start() -> anyhow::Result<Fixture> {
         "KUBECONFIG".to_string(),
         cluster.kubeconfig().display().to_string(),
     )];
-    let agent = staticpod_e2e::bins::workspace_binary("staticpod-agent")?;
     let mut ota_ports = Vec::new();
-    for (i, node) in cluster.nodes().iter().enumerate() {
+    for index in 0..NODES {
         let port = free_port()?;
-        let args = vec![
-            format!("--node-name={}", node.name),
-            format!("--manifest-dir={}", node.manifest_dir.display()),
-            format!(
-                "--state-dir={}",
-                cluster.dir().join("agent-state").join(&node.name).display()
-            ),
-            "--verify-timeout-seconds=60".into(),
-            format!("--ota-listen=127.0.0.1:{port}"),
-        ];
-        cluster.start_component(&format!("agent-{}", i + 1), &agent, &args, &env)?;
-        wait_for("agent up", Duration::from_secs(30), || {
-            Ok(http_request(port, "GET", "/healthz").ok().map(|_| ()))
-        })?;
+        cluster.start_agent(index, port, 60)?;
         ota_ports.push(port);
     }
     let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
