@@ -55,8 +55,6 @@ pub struct NodeAgent {
     pod_changed: Arc<Notify>,
     verify_timeout: Duration,
     recorder: Recorder,
-    /// One upgrade at a time on a node.
-    busy: tokio::sync::Mutex<()>,
     records: Mutex<Vec<UpgradeRecord>>,
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     metrics: Arc<Metrics>,
@@ -112,7 +110,6 @@ impl NodeAgent {
             pod_changed,
             verify_timeout,
             recorder,
-            busy: tokio::sync::Mutex::new(()),
             records: Mutex::new(Vec::new()),
             jobs,
             metrics: Arc::new(Metrics::default()),
@@ -228,11 +225,11 @@ impl NodeAgent {
         fresh
     }
 
-    /// The per-node procedure of SPEC §5 for `target` at `requested` (or at whatever
+    /// The per-node procedure of SPEC §5 (one at a time: a single worker drains the
+    /// queue, after recovery) for `target` at `requested` (or at whatever
     /// its ConfigMap holds, for OTA triggers).
     pub async fn upgrade(&self, job: &Job) -> anyhow::Result<String> {
         let (target, requested) = (&job.target, job.revision.as_ref());
-        let _one_at_a_time = self.busy.lock().await;
         let id = format!("{}/{}", target.namespace, target.static_pod);
         let rendered = match self.rendered(target) {
             Ok(rendered) => rendered,

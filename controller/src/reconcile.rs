@@ -21,8 +21,7 @@ use staticpod_api::conventions::{
     mirror_pod_name,
 };
 use staticpod_api::{
-    MaxUnavailable, Revision, StaticPod, StaticPodStatus, StrategyType, default_static_pod,
-    render_manifest,
+    MaxUnavailable, Revision, StaticPod, StaticPodStatus, default_static_pod, render_manifest,
 };
 
 use crate::facts::{node_ready, pod_facts};
@@ -317,9 +316,4 @@ async fn write_status(
         sp.name_any()
     )))?;
     Ok(())
-}
-
-/// Which mode a StaticPod is in (for logs).
-pub fn mode_word(mode: StrategyType) -> &'static str {
-    mode.as_str()
 }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -436,12 +436,13 @@ impl Cluster {
     pub fn check_alive(&self) -> Result<()> {
         for process in self.lock().iter_mut() {
             if !process.is_running() {
-                bail!(
+                return Err(ComponentExited(format!(
                     "{} exited; last lines of {}:\n{}",
                     process.name(),
                     process.log().display(),
                     process.log_tail(20)
-                );
+                ))
+                .into());
             }
         }
         Ok(())
@@ -517,6 +518,18 @@ impl Drop for Cluster {
     }
 }
 
+/// A process the cluster needs has exited (the message has its last log lines).
+#[derive(Debug)]
+pub struct ComponentExited(String);
+
+impl std::fmt::Display for ComponentExited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ComponentExited {}
+
 /// Prints the cluster's logs when dropped during a panic.
 pub struct FailureReport<'a>(&'a Cluster);
 
@@ -526,6 +539,18 @@ impl Drop for FailureReport<'_> {
             eprintln!("{}", self.0.log_report());
         }
     }
+}
+
+/// The fixture a test binary shares between its tests (one cluster per binary):
+/// started by the first test that asks; if it cannot start, every test fails with
+/// the same reason instead of retrying.
+pub fn shared<T: Send + Sync>(
+    cell: &'static OnceLock<Result<T, String>>,
+    start: impl FnOnce() -> Result<T>,
+) -> &'static T {
+    cell.get_or_init(|| start().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("the test cluster did not start: {e}"))
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`
@@ -541,7 +566,8 @@ pub fn wait_for<T>(
         match check() {
             Ok(Some(value)) => return Ok(value),
             Ok(None) => {}
-            Err(e) if e.to_string().contains(" exited; last lines of ") => return Err(e),
+            // A dead component will not come back by waiting.
+            Err(e) if e.is::<ComponentExited>() => return Err(e),
             Err(e) => last_error = Some(e),
         }
         if Instant::now() >= deadline {

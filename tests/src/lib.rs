@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod process;
 
 pub use cluster::{
-    Cluster, ClusterConfig, Node, free_port, http_request, pod_is_ready, wait_for, write_manifest,
+    Cluster, ClusterConfig, ComponentExited, Node, free_port, http_request, pod_is_ready, shared,
+    wait_for, write_manifest,
 };
 pub use process::Lifetime;

@@ -22,10 +22,7 @@ struct Fixture {
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
-    FIXTURE
-        .get_or_init(|| start().map_err(|e| format!("{e:#}")))
-        .as_ref()
-        .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
+    staticpod_e2e::shared(&FIXTURE, start)
 }
 
 fn start() -> anyhow::Result<Fixture> {

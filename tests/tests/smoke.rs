@@ -12,15 +12,11 @@ const BROKEN_IMAGE: &str = "registry.invalid/broken:1";
 
 fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    let cluster = CLUSTER.get_or_init(|| {
+    staticpod_e2e::shared(&CLUSTER, || {
         let mut config = ClusterConfig::for_test("smoke", 3);
         config.fail_images = vec![BROKEN_IMAGE.into()];
-        Cluster::start(config).map_err(|e| format!("{e:#}"))
-    });
-    // Started once per test binary; every test fails with the same reason if it cannot start.
-    cluster
-        .as_ref()
-        .unwrap_or_else(|e| panic!("cluster did not start: {e}"))
+        Cluster::start(config)
+    })
 }
 
 /// A minimal Pod manifest named `name` running `image`.
