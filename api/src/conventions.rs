@@ -11,6 +11,11 @@ pub const UPGRADE_REQUEST_ANNOTATION: &str = "apps.openyurt.io/upgrade-request";
 pub const UPGRADE_FAILURE_ANNOTATION: &str = "apps.openyurt.io/upgrade-failure";
 /// Pod condition set in ota mode: `True` while the pod runs an old revision.
 pub const POD_NEED_UPGRADE: &str = "PodNeedUpgrade";
+/// Annotation on the manifest ConfigMap in which the controller records, before it
+/// asks them, the nodes it asked to upgrade to the current revision. A node's mirror
+/// pod vanishes while the kubelet replaces it; this record keeps such a node in the
+/// window across controller restarts. JSON: `{"revision": "...", "nodes": {"node-1": <unix seconds>}}`.
+pub const UPGRADING_ANNOTATION: &str = "apps.openyurt.io/upgrading";
 
 /// The ConfigMap holding a StaticPod's rendered manifest, in its namespace.
 pub fn manifest_configmap_name(static_pod: &str) -> String {

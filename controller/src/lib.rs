@@ -1,7 +1,10 @@
 //! The StaticPod controller: the pure rollout planner ([`planner`]), the facts it
-//! reads ([`facts`]) and the reconciler that applies its answers ([`reconcile`]).
+//! reads ([`facts`], [`assess`]), the reconciler that applies its answers
+//! ([`reconcile`]) and its [`metrics`].
 #![forbid(unsafe_code)]
 
+pub mod assess;
 pub mod facts;
+pub mod metrics;
 pub mod planner;
 pub mod reconcile;

@@ -1,15 +1,36 @@
-//! `staticpod-controller`: wiring only (client, caches, the kube-runtime controller).
+//! `staticpod-controller`: wiring only (flags, client, caches, the kube-runtime
+//! controller, the health and metrics endpoints).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use staticpod_api::StaticPod;
 use staticpod_api::conventions::{STATIC_POD_LABEL, static_pod_of_mirror};
+use staticpod_controller::metrics::Metrics;
 use staticpod_controller::reconcile::{Context, error_policy, reconcile};
+use warp::Filter;
+
+/// Rolls StaticPods out to the nodes that run them. Uses `KUBECONFIG` or the
+/// in-cluster service account.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Config {
+    /// Address of `/healthz`, `/readyz` (ready once the caches are synced) and
+    /// `/metrics`.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// Name of this instance in the Events it publishes (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
+}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -19,7 +40,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match run().await {
+    match run(Config::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("staticpod-controller: {e:#}");
@@ -28,7 +49,41 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--metrics-listen {}: {e}", config.metrics_listen))?;
+    let endpoints = {
+        let healthz = warp::path!("healthz").map(|| "ok");
+        let readyz = {
+            let ready = ready.clone();
+            warp::path!("readyz").map(move || {
+                if ready.load(Ordering::Relaxed) {
+                    warp::reply::with_status("ok", warp::http::StatusCode::OK)
+                } else {
+                    warp::reply::with_status(
+                        "caches not synced yet",
+                        warp::http::StatusCode::SERVICE_UNAVAILABLE,
+                    )
+                }
+            })
+        };
+        let metrics_route = {
+            let metrics = metrics.clone();
+            warp::path!("metrics").map(move || {
+                warp::reply::with_header(
+                    metrics.encode(),
+                    "content-type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+            })
+        };
+        warp::get().and(healthz.or(readyz).or(metrics_route))
+    };
+    let server = tokio::spawn(warp::serve(endpoints).incoming(listener).run());
+
     let client = Client::try_default().await?;
     let (pods, pod_writer) = reflector::store::<Pod>();
     let (nodes, node_writer) = reflector::store::<Node>();
@@ -38,24 +93,45 @@ async fn run() -> anyhow::Result<()> {
     )
     .default_backoff()
     .touched_objects();
-    let node_changes = reflector(
+    let node_cache = reflector(
         node_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
-    .touched_objects()
-    .filter_map(|n| async move { n.ok().map(|_| ()) });
+    .touched_objects();
     let pods_task = tokio::spawn(async move {
         let mut events = std::pin::pin!(pod_cache);
         while events.next().await.is_some() {}
     });
+    // Node changes (readiness transitions) re-plan every StaticPod. One pending
+    // trigger is enough, so a full channel drops the newer one.
+    let (node_trigger, node_changes) = futures::channel::mpsc::channel::<()>(1);
+    let nodes_task = tokio::spawn(async move {
+        let mut node_trigger = node_trigger;
+        let mut events = std::pin::pin!(node_cache);
+        while let Some(event) = events.next().await {
+            if event.is_ok() {
+                let _ = node_trigger.try_send(());
+            }
+        }
+    });
+    // Reconciles read the pod and node caches: plan only on a full picture (an
+    // empty cache would look like a fleet without pods and drop the record of
+    // nodes being upgraded).
     pods.wait_until_ready().await?;
+    nodes.wait_until_ready().await?;
 
+    let reporter = Reporter {
+        controller: "staticpod-controller".into(),
+        instance: config.instance,
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
-        pods,
-        nodes,
-        in_flight: Default::default(),
+        pods: pods.clone(),
+        nodes: nodes.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        seen: Default::default(),
     });
     let controller = Controller::new(
         Api::<StaticPod>::all(client.clone()),
@@ -75,17 +151,29 @@ async fn run() -> anyhow::Result<()> {
             Some(ObjectRef::<StaticPod>::new(&sp).within(&pod.namespace()?))
         },
     )
-    .reconcile_all_on(node_changes)
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "reconcile");
+    .reconcile_all_on(node_changes);
+    let controller_store = controller.store();
+    let readiness = tokio::spawn(async move {
+        if controller_store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches synced");
         }
     });
-    tracing::info!("controller running");
-    tokio::select! {
+    let controller = controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        });
+    tracing::info!(metrics = %config.metrics_listen, "controller running");
+    let outcome = tokio::select! {
         _ = controller => Ok(()),
-        _ = pods_task => anyhow::bail!("the pod watch ended"),
-    }
+        _ = pods_task => Err(anyhow::anyhow!("the pod watch ended")),
+        _ = nodes_task => Err(anyhow::anyhow!("the node watch ended")),
+        _ = server => Err(anyhow::anyhow!("the metrics server ended")),
+    };
+    readiness.abort();
+    outcome
 }

@@ -1,0 +1,257 @@
+//! One way to judge a StaticPod against the cluster, shared by the controller and
+//! the kubectl plugin: its target (defaulted spec, rendered manifest, mode, window)
+//! and the per-node facts the planner reads. Pure: callers bring the objects.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, PodSpec};
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+use staticpod_api::conventions::{UPGRADING_ANNOTATION, mirror_pod_name};
+use staticpod_api::{
+    Manifest, MaxUnavailable, Revision, StaticPod, StrategyType, default_static_pod,
+    render_manifest,
+};
+
+use crate::facts::{node_ready, pod_facts};
+use crate::planner::{self, NodeFacts, Plan, PodFacts};
+
+/// What a StaticPod asks for, once defaulted and rendered.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The StaticPod with every default applied.
+    pub static_pod: StaticPod,
+    /// The manifest every node should run, and its revision.
+    pub manifest: Manifest,
+    /// `auto` or `ota`.
+    pub mode: StrategyType,
+    /// The unresolved `maxUnavailable` (10% when unset).
+    pub max_unavailable: MaxUnavailable,
+    /// The defaulted pod template spec (what adoption compares against).
+    pub template: PodSpec,
+}
+
+impl Target {
+    /// Defaults and renders `sp`. The error names the field; the webhook refuses
+    /// such objects, so this only happens when it was bypassed.
+    pub fn of(sp: &StaticPod) -> Result<Self, String> {
+        let who = format!(
+            "StaticPod {}/{}",
+            sp.namespace().unwrap_or_else(|| "default".into()),
+            sp.name_any()
+        );
+        let mut defaulted = sp.clone();
+        default_static_pod(&mut defaulted);
+        let manifest = render_manifest(&defaulted).map_err(|e| format!("{who}: {e}"))?;
+        let mode = defaulted.strategy().ok_or_else(|| {
+            format!("{who}: spec.upgradeStrategy.type: supported values are \"auto\" and \"ota\"")
+        })?;
+        let max_unavailable = defaulted
+            .spec
+            .upgrade_strategy
+            .max_unavailable
+            .as_ref()
+            .map(MaxUnavailable::parse)
+            .transpose()
+            .map_err(|rule| format!("{who}: spec.upgradeStrategy.maxUnavailable {rule}"))?
+            .unwrap_or(MaxUnavailable::Percent(10));
+        let template = defaulted.spec.template.spec.clone().unwrap_or_default();
+        Ok(Self {
+            static_pod: defaulted,
+            manifest,
+            mode,
+            max_unavailable,
+            template,
+        })
+    }
+
+    /// The planner's view of every node. `mirror_pod(name)` looks a pod up by name
+    /// in the StaticPod's namespace. `in_flight` holds nodes asked to upgrade to
+    /// this target: such a node whose mirror pod is momentarily gone (the kubelet
+    /// deletes it before creating the replacement) still counts as upgrading;
+    /// nodes that settled (on the target, or failed) are removed from it, and so
+    /// is a node whose pod stayed away longer than [`IN_FLIGHT_EXPIRY_SECONDS`]
+    /// (its static pod was removed: it left the rollout's scope). `now` is unix
+    /// seconds.
+    pub fn node_facts<'a>(
+        &self,
+        nodes: impl IntoIterator<Item = &'a Node>,
+        mirror_pod: impl Fn(&str) -> Option<Pod>,
+        in_flight: &mut InFlight,
+        now: i64,
+    ) -> Vec<NodeFacts> {
+        if in_flight.revision != self.manifest.revision.to_string() {
+            *in_flight = InFlight::new(&self.manifest.revision);
+        }
+        let name = self.static_pod.name_any();
+        let target = &self.manifest.revision;
+        nodes
+            .into_iter()
+            .map(|node| {
+                let node_name = node.name_any();
+                let mut pod = mirror_pod(&mirror_pod_name(&name, &node_name))
+                    .filter(|p| {
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                            == Some(node_name.as_str())
+                    })
+                    .map(|p| pod_facts(&p, &self.template));
+                match &pod {
+                    Some(facts)
+                        if facts.revision.as_ref() == Some(target) || facts.failed.is_some() =>
+                    {
+                        in_flight.nodes.remove(&node_name);
+                    }
+                    Some(_) => {}
+                    None if in_flight
+                        .nodes
+                        .get(&node_name)
+                        .is_some_and(|asked| now - asked < IN_FLIGHT_EXPIRY_SECONDS) =>
+                    {
+                        pod = Some(PodFacts {
+                            ready: false,
+                            requested: Some(target.clone()),
+                            ..Default::default()
+                        });
+                    }
+                    None => {
+                        in_flight.nodes.remove(&node_name);
+                    }
+                }
+                NodeFacts {
+                    node: node_name,
+                    node_ready: node_ready(node),
+                    pod,
+                }
+            })
+            .collect()
+    }
+
+    /// Plans this target over `facts`.
+    pub fn plan(&self, facts: &[NodeFacts]) -> Plan {
+        planner::plan(
+            self.mode,
+            self.max_unavailable,
+            &self.manifest.revision,
+            facts,
+        )
+    }
+}
+
+/// How long a node asked to upgrade may be without a mirror pod before it no longer
+/// counts as upgrading. The kubelet replaces a static pod within seconds and the
+/// agent rolls back within its verification deadline (5 minutes by default).
+pub const IN_FLIGHT_EXPIRY_SECONDS: i64 = 900;
+
+/// The nodes asked to upgrade to one revision, and when (unix seconds). Kept in the
+/// manifest ConfigMap's [`UPGRADING_ANNOTATION`] so a restarted controller (or the
+/// plugin) knows them too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The revision the nodes were asked to install.
+    pub revision: String,
+    /// Node name → when it was asked.
+    pub nodes: BTreeMap<String, i64>,
+}
+
+impl InFlight {
+    /// An empty record for `revision`.
+    pub fn new(revision: &Revision) -> Self {
+        Self {
+            revision: revision.to_string(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// The record in `cm`, if there is a readable one (anything else is treated as
+    /// empty: the worst case is one node upgraded early, never a crash).
+    pub fn from_configmap(cm: &ConfigMap) -> Option<Self> {
+        let text = cm
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(UPGRADING_ANNOTATION)?;
+        serde_json::from_str(text).ok()
+    }
+
+    /// The annotation value.
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use staticpod_api::testing::static_pod;
+
+    fn node(name: &str) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_node_asked_to_upgrade_keeps_its_slot_while_its_pod_is_replaced() {
+        let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
+        let nodes = [node("node-1"), node("node-2")];
+        let mut in_flight = InFlight::new(&target.manifest.revision);
+        in_flight.nodes.insert("node-1".into(), 1_000);
+        let facts = target.node_facts(&nodes, |_| None, &mut in_flight, 1_010);
+        let node1 = facts[0].pod.as_ref().expect("node-1 still in scope");
+        assert_eq!(node1.requested.as_ref(), Some(&target.manifest.revision));
+        assert!(facts[1].pod.is_none(), "node-2 was never asked");
+
+        // Long gone: the static pod was removed, the node leaves the rollout.
+        let facts = target.node_facts(
+            &nodes,
+            |_| None,
+            &mut in_flight,
+            1_000 + IN_FLIGHT_EXPIRY_SECONDS,
+        );
+        assert!(facts[0].pod.is_none());
+        assert!(in_flight.nodes.is_empty());
+    }
+
+    #[test]
+    fn a_record_for_another_revision_is_dropped() {
+        let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
+        let old = Target::of(&static_pod("nginx", "nginx:1.19.1")).expect("old");
+        let mut in_flight = InFlight::new(&old.manifest.revision);
+        in_flight.nodes.insert("node-1".into(), 1_000);
+        let facts = target.node_facts(&[node("node-1")], |_| None, &mut in_flight, 1_001);
+        assert!(facts[0].pod.is_none());
+        assert_eq!(in_flight, InFlight::new(&target.manifest.revision));
+    }
+
+    #[test]
+    fn the_record_round_trips_through_the_configmap_and_garbage_is_ignored() {
+        let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
+        let mut record = InFlight::new(&target.manifest.revision);
+        record.nodes.insert("node-3".into(), 42);
+        let mut cm = ConfigMap::default();
+        cm.metadata.annotations = Some(BTreeMap::from([(
+            UPGRADING_ANNOTATION.to_owned(),
+            record.to_annotation(),
+        )]));
+        assert_eq!(InFlight::from_configmap(&cm), Some(record));
+        cm.metadata.annotations = Some(BTreeMap::from([(
+            UPGRADING_ANNOTATION.to_owned(),
+            "{not json".to_owned(),
+        )]));
+        assert_eq!(InFlight::from_configmap(&cm), None);
+    }
+}
