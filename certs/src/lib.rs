@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+pub mod install;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -87,6 +89,21 @@ impl CertificateAuthority {
         Ok(Self {
             issuer: Issuer::new(params, key),
             pair,
+        })
+    }
+
+    /// A CA from its PEM certificate and key (e.g. written by an earlier run).
+    /// The caller checks that the two belong together ([`install::load_ca`] does).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
+        let key = KeyPair::from_pem(key_pem).map_err(context("CA key from PEM"))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(cert_pem, key).map_err(context("CA certificate from PEM"))?;
+        Ok(Self {
+            issuer,
+            pair: CertPair {
+                cert_pem: cert_pem.to_owned(),
+                key_pem: key_pem.to_owned(),
+            },
         })
     }
 
