@@ -24,6 +24,15 @@ pub const NODE_LEASE_SECONDS: u32 = 8;
 /// marks a node `Ready=Unknown`.
 pub const NODE_MONITOR_GRACE: &str = "10s";
 
+/// The namespace `manifests/` installs the operator's components into.
+pub const SYSTEM_NAMESPACE: &str = "staticpod-system";
+/// The ServiceAccounts `manifests/rbac` defines, one per component.
+pub const AGENT_SERVICE_ACCOUNT: &str = "staticpod-agent";
+/// See [`AGENT_SERVICE_ACCOUNT`].
+pub const CONTROLLER_SERVICE_ACCOUNT: &str = "staticpod-controller";
+/// See [`AGENT_SERVICE_ACCOUNT`].
+pub const WEBHOOK_SERVICE_ACCOUNT: &str = "staticpod-webhook";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -78,6 +87,15 @@ pub struct Cluster {
     server: String,
     nodes: Vec<Node>,
     processes: Mutex<Vec<Process>>,
+    /// Whether `manifests/rbac` has been applied, and the kubeconfig written per
+    /// ServiceAccount; one lock so concurrent tests install and mint tokens once.
+    identities: Mutex<Identities>,
+}
+
+#[derive(Default)]
+struct Identities {
+    rbac_installed: bool,
+    kubeconfigs: std::collections::HashMap<String, PathBuf>,
 }
 
 impl Cluster {
@@ -124,6 +142,7 @@ impl Cluster {
             server,
             nodes,
             processes: Mutex::new(Vec::new()),
+            identities: Mutex::new(Identities::default()),
             config,
         };
         cluster
@@ -245,7 +264,10 @@ impl Cluster {
 
     /// Starts our node agent for node `index` as its own process (named
     /// `agent-<node>`), its OTA API on `127.0.0.1:<ota_port>`, and waits until that
-    /// API answers. Needs `cargo build --workspace --bins`.
+    /// API answers. It runs as the agent's ServiceAccount from `manifests/rbac`
+    /// (installed on first use), as in a real install, so a permission the agent
+    /// uses but the manifests do not grant fails the test. Needs
+    /// `cargo build --workspace --bins`.
     pub fn start_agent(
         &self,
         index: usize,
@@ -261,10 +283,8 @@ impl Cluster {
             format!("--verify-timeout-seconds={verify_timeout_seconds}"),
             format!("--ota-listen=127.0.0.1:{ota_port}"),
         ];
-        let env = vec![(
-            "KUBECONFIG".to_string(),
-            self.kubeconfig.display().to_string(),
-        )];
+        let kubeconfig = self.identity_kubeconfig(AGENT_SERVICE_ACCOUNT)?;
+        let env = vec![("KUBECONFIG".to_string(), kubeconfig.display().to_string())];
         self.start_component(&format!("agent-{}", node.name), &agent, &args, &env)?;
         wait_for("agent OTA API", Duration::from_secs(30), || {
             self.check_alive()?;
@@ -273,6 +293,118 @@ impl Cluster {
                 .filter(|(s, _)| *s == 200)
                 .map(|_| ()))
         })
+    }
+
+    /// Starts `staticpod-controller` (component `controller`) with `extra_args`, as
+    /// the controller's ServiceAccount from `manifests/rbac` (installed on first
+    /// use) and `RUST_LOG=info`. Returns once the process is started; callers wait
+    /// on what it does. Needs `cargo build --workspace --bins`.
+    pub fn start_controller(&self, extra_args: &[String]) -> Result<()> {
+        let controller = crate::bins::workspace_binary("staticpod-controller")?;
+        let kubeconfig = self.identity_kubeconfig(CONTROLLER_SERVICE_ACCOUNT)?;
+        let env = vec![
+            ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
+            ("RUST_LOG".to_string(), "info".to_string()),
+        ];
+        self.start_component("controller", &controller, extra_args, &env)
+    }
+
+    /// Applies the namespace, ServiceAccounts and RBAC of `manifests/rbac` with the
+    /// real `kubectl apply -k`. Idempotent; runs kubectl once per cluster.
+    pub fn install_rbac(&self) -> Result<()> {
+        let mut identities = self.identities();
+        self.install_rbac_locked(&mut identities)
+    }
+
+    fn install_rbac_locked(&self, identities: &mut Identities) -> Result<()> {
+        if identities.rbac_installed {
+            return Ok(());
+        }
+        let rbac = crate::bins::repo_root().join("manifests/rbac");
+        self.kubectl(&["apply", "-k", &rbac.display().to_string()])
+            .context("installing manifests/rbac")?;
+        identities.rbac_installed = true;
+        Ok(())
+    }
+
+    /// A kubeconfig for ServiceAccount `service_account` of the install namespace:
+    /// a token from the TokenRequest API (`kubectl create token`), this cluster's
+    /// server and CA. Installs the RBAC first if needed; written once per
+    /// ServiceAccount into the cluster directory.
+    pub fn identity_kubeconfig(&self, service_account: &str) -> Result<PathBuf> {
+        let mut identities = self.identities();
+        if let Some(path) = identities.kubeconfigs.get(service_account) {
+            return Ok(path.clone());
+        }
+        self.install_rbac_locked(&mut identities)?;
+        // Long enough for any test run or sandbox session; the API server's own
+        // maximum (if any) still applies.
+        let token = self
+            .kubectl(&[
+                "create",
+                "token",
+                service_account,
+                "-n",
+                SYSTEM_NAMESPACE,
+                "--duration=48h",
+            ])
+            .with_context(|| format!("requesting a token for ServiceAccount {service_account}"))?;
+        let token = token.trim();
+        if token.is_empty() {
+            bail!("kubectl create token {service_account} printed no token");
+        }
+        let path = self
+            .config
+            .dir
+            .join(format!("{service_account}.kubeconfig"));
+        let user = format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{service_account}");
+        let yaml = format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: {user}
+  user:
+    token: {token}
+contexts:
+- name: e2e
+  context:
+    cluster: e2e
+    user: {user}
+    namespace: {SYSTEM_NAMESPACE}
+current-context: e2e
+",
+            server = self.server,
+            ca = self.config.dir.join("pki").join("ca.crt").display(),
+        );
+        // The token is a credential: readable by this user only, from the first byte.
+        let mut file = {
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            options
+                .open(&path)
+                .with_context(|| format!("failed to write {}", path.display()))?
+        };
+        file.write_all(yaml.as_bytes())?;
+        identities
+            .kubeconfigs
+            .insert(service_account.to_owned(), path.clone());
+        Ok(path)
+    }
+
+    fn identities(&self) -> std::sync::MutexGuard<'_, Identities> {
+        self.identities
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Where node `index`'s agent keeps backups and its upgrade journal.
