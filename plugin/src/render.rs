@@ -181,7 +181,18 @@ pub struct NodeListing {
 const LABEL: usize = 17;
 
 fn line(out: &mut String, label: &str, value: &str) {
-    out.push_str(&format!("{:<LABEL$}{value}\n", format!("{label}:")));
+    let label = if label.is_empty() {
+        String::new()
+    } else {
+        format!("{label}:")
+    };
+    // Pad by visible width: a coloured label carries escape codes.
+    let visible = anstream::adapter::strip_str(&label)
+        .to_string()
+        .chars()
+        .count();
+    let pad = LABEL.saturating_sub(visible).max(1);
+    out.push_str(&format!("{label}{:pad$}{value}\n", ""));
 }
 
 /// The summary block and the node list of one StaticPod.
