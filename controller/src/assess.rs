@@ -68,7 +68,8 @@ impl Target {
     /// The planner's view of every node. `mirror_pod(name)` looks a pod up by name
     /// in the StaticPod's namespace. `in_flight` holds nodes asked to upgrade to
     /// this target: such a node whose mirror pod is momentarily gone (the kubelet
-    /// deletes it before creating the replacement) still counts as upgrading;
+    /// deletes it before creating the replacement), or back without the request
+    /// (rolled back, failure not yet recorded), still counts as upgrading;
     /// nodes that settled (on the target, or failed) are removed from it, and so
     /// is a node whose pod stayed away longer than [`IN_FLIGHT_EXPIRY_SECONDS`]
     /// (its static pod was removed: it left the rollout's scope). `now` is unix
@@ -96,10 +97,31 @@ impl Target {
                     })
                     .map(|p| pod_facts(&p, &self.template));
                 match &pod {
+                    // Settled: Ready on the target (the agent has committed), or
+                    // failed there. A target pod that is not Ready yet may still be
+                    // rolled back, and its pod vanish again.
                     Some(facts)
-                        if facts.revision.as_ref() == Some(target) || facts.failed.is_some() =>
+                        if (facts.revision.as_ref() == Some(target) && facts.ready)
+                            || facts.failed.as_ref().is_some_and(|f| &f.revision == target) =>
                     {
                         in_flight.nodes.remove(&node_name);
+                    }
+                    // Asked, yet the pod carries no request: it is a new mirror pod
+                    // (the agent rolled back and is about to record why, or the
+                    // kubelet replaced it). Asking again would retry a failed
+                    // revision; wait, unless the ask is too old to still be in hand.
+                    Some(facts) if facts.requested.as_ref() != Some(target) => {
+                        match in_flight.nodes.get(&node_name) {
+                            Some(asked) if now - asked < IN_FLIGHT_EXPIRY_SECONDS => {
+                                if let Some(facts) = pod.as_mut() {
+                                    facts.requested = Some(target.clone());
+                                }
+                            }
+                            Some(_) => {
+                                in_flight.nodes.remove(&node_name);
+                            }
+                            None => {}
+                        }
                     }
                     Some(_) => {}
                     None if in_flight
@@ -224,6 +246,60 @@ mod tests {
         );
         assert!(facts[0].pod.is_none());
         assert!(in_flight.nodes.is_empty());
+    }
+
+    #[test]
+    fn a_node_whose_pod_came_back_without_the_request_is_not_asked_again() {
+        let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
+        let mut old_pod = target.manifest.pod.clone();
+        old_pod.metadata.name = Some("nginx-node-1".into());
+        old_pod.metadata.annotations = None; // an old mirror pod, no request
+        old_pod.spec.get_or_insert_with(Default::default).node_name = Some("node-1".into());
+        old_pod
+            .spec
+            .as_mut()
+            .expect("spec")
+            .containers
+            .iter_mut()
+            .for_each(|c| c.image = Some("nginx:1.19.1".into()));
+        let nodes = [node("node-1")];
+        let mut in_flight = InFlight::new(&target.manifest.revision);
+        in_flight.nodes.insert("node-1".into(), 1_000);
+        let lookup = |name: &str| (name == "nginx-node-1").then(|| old_pod.clone());
+        let facts = target.node_facts(&nodes, lookup, &mut in_flight, 1_020);
+        let plan = target.plan(&facts);
+        assert_eq!(plan.nodes[0].1, crate::planner::NodeState::Upgrading);
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+
+        // Too long without news: asked again.
+        let facts = target.node_facts(
+            &nodes,
+            lookup,
+            &mut in_flight,
+            1_000 + IN_FLIGHT_EXPIRY_SECONDS,
+        );
+        let plan = target.plan(&facts);
+        assert_eq!(plan.nodes[0].1, crate::planner::NodeState::Pending);
+        assert_eq!(plan.actions.len(), 1);
+    }
+
+    #[test]
+    fn a_node_stays_asked_until_its_new_pod_is_ready() {
+        let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
+        let mut new_pod = target.manifest.pod.clone();
+        new_pod.metadata.name = Some("nginx-node-1".into());
+        new_pod.spec.get_or_insert_with(Default::default).node_name = Some("node-1".into());
+        let nodes = [node("node-1")];
+        let mut in_flight = InFlight::new(&target.manifest.revision);
+        in_flight.nodes.insert("node-1".into(), 1_000);
+        // On the target but not Ready (e.g. its image cannot be pulled): the agent
+        // may still roll back, so the node stays asked ...
+        let lookup = |name: &str| (name == "nginx-node-1").then(|| new_pod.clone());
+        target.node_facts(&nodes, lookup, &mut in_flight, 1_010);
+        assert!(in_flight.nodes.contains_key("node-1"));
+        // ... and while the rollback replaces the pod, it still holds its slot.
+        let facts = target.node_facts(&nodes, |_| None, &mut in_flight, 1_020);
+        assert!(facts[0].pod.is_some());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -153,8 +153,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     )
     .reconcile_all_on(node_changes);
     let controller_store = controller.store();
+    // kube-runtime's readiness signal wakes only its last waiter, and the
+    // controller itself waits on it; so look instead of waiting.
     let readiness = tokio::spawn(async move {
-        if controller_store.wait_until_ready().await.is_ok() {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        let synced = loop {
+            tick.tick().await;
+            if let Some(result) = controller_store.wait_until_ready().now_or_never() {
+                break result.is_ok();
+            }
+        };
+        if synced {
             ready.store(true, Ordering::Relaxed);
             tracing::info!("caches synced");
         }

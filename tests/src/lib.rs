@@ -6,9 +6,11 @@
 pub mod bins;
 pub mod cluster;
 pub mod process;
+pub mod watch;
 
 pub use cluster::{
     Cluster, ClusterConfig, ComponentExited, Node, free_port, http_request, pod_is_ready, shared,
     wait_for, write_manifest,
 };
 pub use process::Lifetime;
+pub use watch::PodWatch;
