@@ -55,6 +55,17 @@ impl PodWatch {
         self.len() == 0
     }
 
+    /// Whether a pod whose name starts with `prefix` was deleted since the watch
+    /// began (for a mirror pod: the kubelet is replacing it).
+    pub fn saw_deleted(&self, prefix: &str) -> bool {
+        self.lock().iter().any(|e| {
+            e["type"] == "DELETED"
+                && e["object"]["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(prefix))
+        })
+    }
+
     /// Replays the events in order and returns the largest number of nodes of
     /// StaticPod `static_pod` that were unavailable at once with respect to
     /// revision `target`: a node is unavailable while its mirror pod is gone

@@ -37,10 +37,6 @@ fn start() -> anyhow::Result<Fixture> {
     let mut config = ClusterConfig::for_test("controller", NODES);
     config.fail_images = vec![BROKEN_IMAGE.into()];
     let cluster = Cluster::start(config)?;
-    let env = vec![(
-        "KUBECONFIG".to_string(),
-        cluster.kubeconfig().display().to_string(),
-    )];
     let mut ota_ports = Vec::new();
     for index in 0..NODES {
         let port = free_port()?;
@@ -56,14 +52,9 @@ fn start() -> anyhow::Result<Fixture> {
         "crd/staticpods.apps.openyurt.io",
         "--timeout=30s",
     ])?;
-    let controller = staticpod_e2e::bins::workspace_binary("staticpod-controller")?;
     let metrics_port = free_port()?;
-    cluster.start_component(
-        "controller",
-        &controller,
-        &[format!("--metrics-listen=127.0.0.1:{metrics_port}")],
-        &env,
-    )?;
+    // As its ServiceAccount from manifests/: a missing permission fails here.
+    cluster.start_controller(&[format!("--metrics-listen=127.0.0.1:{metrics_port}")])?;
     wait_for("controller ready", Duration::from_secs(30), || {
         cluster.check_alive()?;
         Ok(http_request(metrics_port, "GET", "/readyz")
