@@ -541,6 +541,17 @@ fn errors_name_the_fix() {
         "{err}"
     );
 
+    // --watch without a terminal prints frames (no screen clearing) until --timeout.
+    let out = plugin(&["status", "gateway", "--watch", "--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let frames = stdout(&out);
+    assert!(
+        !frames.contains("\x1b["),
+        "no escape codes off a terminal: {frames:?}"
+    );
+    assert!(frames.contains("Progress:        ["), "{frames}");
+    assert!(frames.contains("0/0 upgraded (100%)"), "{frames}");
+
     // Help with examples on every command, completion, version.
     for command in [
         &["--help"][..],
