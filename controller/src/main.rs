@@ -85,24 +85,47 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(warp::serve(endpoints).incoming(listener).run());
 
     let client = Client::try_default().await?;
+    // Pod and manifest ConfigMap changes are turned into reconciles by the task
+    // that updates their caches, after the update: a reconcile triggered by a
+    // change always sees it (a separate trigger watch would race the cache, and
+    // a lost race waits for the next unrelated event). Deletions trigger too.
+    let (trigger, triggers) = futures::channel::mpsc::unbounded::<ObjectRef<StaticPod>>();
     let (pods, pod_writer) = reflector::store::<Pod>();
-    let (nodes, node_writer) = reflector::store::<Node>();
     let pod_cache = reflector(
         pod_writer,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();
+    // A mirror pod `<name>-<node>` belongs to StaticPod `<name>` in its namespace.
+    let pods_task = tokio::spawn(forward(pod_cache, trigger.clone(), |pod: &Pod| {
+        let node = pod.spec.as_ref()?.node_name.as_deref()?;
+        let name = pod.metadata.name.as_deref()?;
+        let sp = static_pod_of_mirror(name, node)?;
+        Some(ObjectRef::<StaticPod>::new(sp).within(pod.metadata.namespace.as_deref()?))
+    }));
+    let (configmaps, configmap_writer) = reflector::store::<ConfigMap>();
+    let configmap_cache = reflector(
+        configmap_writer,
+        watcher(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default().labels(STATIC_POD_LABEL),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    // A manifest ConfigMap is labelled with its StaticPod's name.
+    let configmaps_task = tokio::spawn(forward(configmap_cache, trigger, |cm: &ConfigMap| {
+        let sp = cm.labels().get(STATIC_POD_LABEL)?;
+        Some(ObjectRef::<StaticPod>::new(sp).within(&cm.namespace()?))
+    }));
+    let (nodes, node_writer) = reflector::store::<Node>();
     let node_cache = reflector(
         node_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects();
-    let pods_task = tokio::spawn(async move {
-        let mut events = std::pin::pin!(pod_cache);
-        while events.next().await.is_some() {}
-    });
     // Node changes (readiness transitions) re-plan every StaticPod. One pending
     // trigger is enough, so a full channel drops the newer one.
     let (node_trigger, node_changes) = futures::channel::mpsc::channel::<()>(1);
@@ -115,11 +138,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    // Reconciles read the pod and node caches: plan only on a full picture (an
-    // empty cache would look like a fleet without pods and drop the record of
-    // nodes being upgraded).
+    // Reconciles read these caches: plan only on a full picture (an empty cache
+    // would look like a fleet without pods and drop the record of nodes being
+    // upgraded).
     pods.wait_until_ready().await?;
     nodes.wait_until_ready().await?;
+    configmaps.wait_until_ready().await?;
 
     let reporter = Reporter {
         controller: "staticpod-controller".into(),
@@ -129,28 +153,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         client: client.clone(),
         pods: pods.clone(),
         nodes: nodes.clone(),
+        configmaps,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
+        records: Default::default(),
         seen: Default::default(),
     });
     let controller = Controller::new(
         Api::<StaticPod>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(
-        Api::<ConfigMap>::all(client.clone()),
-        watcher::Config::default().labels(STATIC_POD_LABEL),
-    )
-    // A mirror pod `<name>-<node>` belongs to StaticPod `<name>` in its namespace.
-    .watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        |pod: Pod| {
-            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone())?;
-            let sp = static_pod_of_mirror(&pod.name_any(), &node)?.to_owned();
-            Some(ObjectRef::<StaticPod>::new(&sp).within(&pod.namespace()?))
-        },
-    )
+    .reconcile_on(triggers)
     .reconcile_all_on(node_changes);
     let controller_store = controller.store();
     // kube-runtime's readiness signal wakes only its last waiter, and the
@@ -181,8 +194,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = controller => Ok(()),
         _ = pods_task => Err(anyhow::anyhow!("the pod watch ended")),
         _ = nodes_task => Err(anyhow::anyhow!("the node watch ended")),
+        _ = configmaps_task => Err(anyhow::anyhow!("the ConfigMap watch ended")),
         _ = server => Err(anyhow::anyhow!("the metrics server ended")),
     };
     readiness.abort();
     outcome
+}
+
+/// Drives a cache's watch stream and sends the StaticPod each changed object
+/// belongs to (if any) to the controller.
+async fn forward<K>(
+    cache: impl futures::Stream<Item = Result<K, watcher::Error>>,
+    trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<StaticPod>>,
+    owner: impl Fn(&K) -> Option<ObjectRef<StaticPod>>,
+) {
+    let mut events = std::pin::pin!(cache);
+    while let Some(event) = events.next().await {
+        if let Ok(object) = event
+            && let Some(static_pod) = owner(&object)
+        {
+            // The receiver lives as long as the controller; if it is gone, so is the
+            // process's purpose.
+            let _ = trigger.unbounded_send(static_pod);
+        }
+    }
 }

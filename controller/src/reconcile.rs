@@ -2,7 +2,7 @@
 //! the manifest ConfigMap and writes status. All decisions are the planner's.
 //!
 //! RBAC: staticpods `get, list, watch`, staticpods/status `patch`; configmaps
-//! `get, list, watch, create, update`; pods `get, list, watch, patch`,
+//! `get, list, watch, create, patch, update`; pods `get, list, watch, patch`,
 //! pods/status `patch`; nodes `get, list, watch`; events.k8s.io events
 //! `create, patch`.
 
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -58,8 +58,15 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// All nodes.
     pub nodes: Store<Node>,
+    /// The manifest ConfigMaps (labelled with the StaticPod's name).
+    pub configmaps: Store<ConfigMap>,
     /// Publishes Events on StaticPods.
     pub recorder: Recorder,
+    /// Per StaticPod (`ns/name`): the nodes asked to upgrade, and the record last
+    /// written to its ConfigMap. Read from the ConfigMap the first time a
+    /// StaticPod is seen (after a restart), kept here after that, so a reconcile
+    /// with nothing to do makes no API call.
+    pub records: Mutex<HashMap<String, Record>>,
     /// Counters, durations and per-state node gauges.
     pub metrics: Arc<Metrics>,
     /// The node states each StaticPod was last seen in (`ns/name` → revision and
@@ -70,6 +77,15 @@ pub struct Context {
 
 /// A StaticPod's target revision and its nodes' states, as last planned.
 pub type Seen = (Revision, BTreeMap<String, NodeState>);
+
+/// The nodes asked to upgrade, as known and as last written.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// What the controller knows.
+    pub in_flight: InFlight,
+    /// The annotation value it last wrote (`None`: not written by this process).
+    pub written: Option<String>,
+}
 
 /// Reconciles one StaticPod.
 pub async fn reconcile(sp: Arc<StaticPod>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -88,16 +104,30 @@ async fn reconcile_inner(sp: &StaticPod, ctx: &Context) -> Result<Action, Error>
     let target = Target::of(sp).map_err(Error::Invalid)?;
     let revision = &target.manifest.revision;
 
-    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    // The uid too: a StaticPod deleted and created again starts afresh.
+    let id = format!(
+        "{ns}/{name}/{}",
+        sp.meta().uid.as_deref().unwrap_or_default()
+    );
     let cm_name = manifest_configmap_name(&name);
-    let existing = configmaps
-        .get_opt(&cm_name)
-        .await
-        .map_err(kube(format!("read ConfigMap {ns}/{cm_name}")))?;
-    let mut in_flight = existing
-        .as_ref()
-        .and_then(InFlight::from_configmap)
-        .unwrap_or_else(|| InFlight::new(revision));
+    let cached = ctx
+        .configmaps
+        .get(&ObjectRef::new(&cm_name).within(&ns))
+        .map(|cm| (*cm).clone());
+    let mut record = ctx
+        .records
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .cloned()
+        .unwrap_or_else(|| Record {
+            in_flight: cached
+                .as_ref()
+                .and_then(InFlight::from_configmap)
+                .unwrap_or_else(|| InFlight::new(revision)),
+            written: None,
+        });
+    let in_flight = &mut record.in_flight;
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let nodes = ctx.nodes.state();
     let facts = target.node_facts(
@@ -107,7 +137,7 @@ async fn reconcile_inner(sp: &StaticPod, ctx: &Context) -> Result<Action, Error>
                 .get(&ObjectRef::new(pod).within(&ns))
                 .map(|p| (*p).clone())
         },
-        &mut in_flight,
+        in_flight,
         now,
     );
     let plan = target.plan(&facts);
@@ -118,7 +148,20 @@ async fn reconcile_inner(sp: &StaticPod, ctx: &Context) -> Result<Action, Error>
             in_flight.nodes.insert(node.clone(), now);
         }
     }
-    ensure_configmap(&configmaps, sp, existing, &target, &in_flight).await?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    record.written = ensure_configmap(
+        &configmaps,
+        sp,
+        cached,
+        &target,
+        &record.in_flight,
+        &record.written,
+    )
+    .await?;
+    ctx.records
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, record);
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     for step in &plan.actions {
@@ -235,6 +278,8 @@ async fn publish_changes(
     }
 }
 
+/// Publishes an Event in the background: it is a courtesy, so neither its
+/// latency nor its loss may hold up or fail the rollout.
 async fn publish(ctx: &Context, sp: &StaticPod, type_: EventType, reason: &str, note: String) {
     let event = Event {
         type_,
@@ -243,10 +288,13 @@ async fn publish(ctx: &Context, sp: &StaticPod, type_: EventType, reason: &str, 
         action: "Rollout".into(),
         secondary: None,
     };
-    // An Event is a courtesy: losing one must not fail the rollout.
-    if let Err(e) = ctx.recorder.publish(&event, &sp.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "could not publish an event");
-    }
+    let recorder = ctx.recorder.clone();
+    let reference = sp.object_ref(&());
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, reason = %event.reason, "could not publish an event");
+        }
+    });
 }
 
 /// Retries a failed reconcile after a short pause.
@@ -257,87 +305,91 @@ pub fn error_policy(sp: Arc<StaticPod>, error: &Error, _ctx: Arc<Context>) -> Ac
 
 /// Keeps the ConfigMap equal to the rendered target: exactly one key, owned by the
 /// StaticPod (garbage-collected with it), repaired if someone edits or empties it,
-/// and carrying the record of nodes asked to upgrade.
+/// and carrying the record of nodes asked to upgrade. `cached` is the watch cache's
+/// copy and `written` the record this process last wrote; when both agree with
+/// the target nothing is sent. Returns the record now written.
 async fn ensure_configmap(
     api: &Api<ConfigMap>,
     sp: &StaticPod,
-    existing: Option<ConfigMap>,
+    cached: Option<ConfigMap>,
     target: &Target,
     in_flight: &InFlight,
-) -> Result<(), Error> {
+    written: &Option<String>,
+) -> Result<Option<String>, Error> {
     let name = manifest_configmap_name(&sp.name_any());
     let ns = sp.namespace().unwrap_or_else(|| "default".into());
     let key = format!("{}.yaml", target.static_pod.spec.static_pod_manifest);
     let data = BTreeMap::from([(key, target.manifest.yaml.clone())]);
-    let labels = BTreeMap::from([(STATIC_POD_LABEL.to_owned(), sp.name_any())]);
     let record = in_flight.to_annotation();
-    let owner = sp.controller_owner_ref(&());
-    match existing {
-        None => {
-            let cm = ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    namespace: Some(ns.clone()),
-                    labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(UPGRADING_ANNOTATION.to_owned(), record)])),
-                    owner_references: owner.map(|o| vec![o]),
-                    ..Default::default()
-                },
-                data: Some(data),
-                ..Default::default()
-            };
-            api.create(&PostParams::default(), &cm)
-                .await
-                .map_err(kube(format!("create ConfigMap {ns}/{name}")))?;
-        }
-        Some(mut cm) => {
-            let labelled = cm
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(STATIC_POD_LABEL))
-                == Some(&sp.name_any());
-            let owned =
-                cm.metadata.owner_references.as_ref().is_some_and(|refs| {
-                    refs.iter().any(|r| Some(&r.uid) == sp.meta().uid.as_ref())
-                });
-            let recorded = cm
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(UPGRADING_ANNOTATION))
-                == Some(&record);
-            if cm.data.as_ref() != Some(&data)
-                || cm.binary_data.is_some()
-                || !labelled
-                || !owned
-                || !recorded
-            {
-                cm.data = Some(data);
-                cm.binary_data = None;
-                cm.metadata
-                    .labels
-                    .get_or_insert_with(Default::default)
-                    .extend(labels);
-                cm.metadata
-                    .annotations
-                    .get_or_insert_with(Default::default)
-                    .insert(UPGRADING_ANNOTATION.to_owned(), record);
-                if !owned && let Some(owner) = owner {
-                    cm.metadata
-                        .owner_references
-                        .get_or_insert_with(Default::default)
-                        .push(owner);
-                }
-                // `replace` carries the resourceVersion read above: a concurrent
-                // writer makes this fail with a conflict and the reconcile retries.
-                api.replace(&name, &PostParams::default(), &cm)
-                    .await
-                    .map_err(kube(format!("repair ConfigMap {ns}/{name}")))?;
-            }
-        }
+    let Some(owner) = sp.controller_owner_ref(&()) else {
+        return Err(Error::Invalid(format!(
+            "{ns}/{}: no uid to own its ConfigMap",
+            sp.name_any()
+        )));
+    };
+    let labelled = |cm: &ConfigMap| {
+        cm.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(STATIC_POD_LABEL))
+            == Some(&sp.name_any())
+    };
+    let owned = |cm: &ConfigMap| {
+        cm.metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|refs| refs.iter().any(|r| r.uid == owner.uid))
+    };
+    let current = cached.as_ref().is_some_and(|cm| {
+        cm.data.as_ref() == Some(&data) && labelled(cm) && owned(cm) && cm.binary_data.is_none()
+    });
+    if current && written.as_ref() == Some(&record) {
+        return Ok(Some(record));
     }
-    Ok(())
+    // Keys someone else added are not ours under server-side apply, so applying
+    // would leave them: replace the whole object instead (rare: a hand edit).
+    let foreign_keys = cached.as_ref().is_some_and(|cm| {
+        cm.binary_data.is_some()
+            || cm
+                .data
+                .as_ref()
+                .is_some_and(|d| d.keys().any(|k| !data.contains_key(k)))
+    });
+    if foreign_keys {
+        let mut cm = api
+            .get(&name)
+            .await
+            .map_err(kube(format!("read ConfigMap {ns}/{name}")))?;
+        cm.data = Some(data.clone());
+        cm.binary_data = None;
+        // `replace` carries the resourceVersion just read: a concurrent writer
+        // makes it fail with a conflict and the reconcile retries.
+        api.replace(&name, &PostParams::default(), &cm)
+            .await
+            .map_err(kube(format!("repair ConfigMap {ns}/{name}")))?;
+    }
+    let desired = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {STATIC_POD_LABEL: sp.name_any()},
+            "annotations": {UPGRADING_ANNOTATION: record},
+            "ownerReferences": [owner],
+        },
+        "data": data,
+    });
+    // Server-side apply: creates or updates without a read, and never conflicts
+    // with the watch cache lagging behind this process's own last write.
+    api.patch(
+        &name,
+        &PatchParams::apply("staticpod-controller").force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(kube(format!("apply ConfigMap {ns}/{name}")))?;
+    Ok(Some(record))
 }
 
 async fn write_status(

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::io::BufReader;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -14,10 +15,20 @@ use staticpod_api::conventions::{UPGRADE_REQUEST_ANNOTATION, mirror_pod_name};
 
 use crate::cluster::{Cluster, pod_is_ready};
 
-/// Records pod watch events (`{"type": ..., "object": ...}`) until dropped.
+/// Records pod watch events (`{"type": ..., "object": ...}`) and when each
+/// arrived, until dropped.
 pub struct PodWatch {
     child: Child,
-    events: Arc<Mutex<Vec<Value>>>,
+    events: Arc<(Mutex<Vec<Recorded>>, Condvar)>,
+}
+
+/// One watch event and when this process read it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// When it arrived.
+    pub at: Instant,
+    /// The event, `{"type": ..., "object": ...}`.
+    pub event: Value,
 }
 
 impl PodWatch {
@@ -34,12 +45,17 @@ impl PodWatch {
             .spawn()
             .context("failed to run kubectl get --watch")?;
         let stdout = child.stdout.take().context("kubectl stdout")?;
-        let events = Arc::new(Mutex::new(Vec::new()));
+        let events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let sink = events.clone();
         std::thread::spawn(move || {
             let stream = serde_json::Deserializer::from_reader(BufReader::new(stdout));
             for event in stream.into_iter::<Value>().map_while(|e| e.ok()) {
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+                let at = Instant::now();
+                sink.0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Recorded { at, event });
+                sink.1.notify_all();
             }
         });
         Ok(Self { child, events })
@@ -55,10 +71,41 @@ impl PodWatch {
         self.len() == 0
     }
 
+    /// Waits for the first event at index `from` or later that satisfies `wanted`
+    /// and returns its index and record, or `None` after `timeout`.
+    pub fn next_event(
+        &self,
+        from: usize,
+        timeout: Duration,
+        mut wanted: impl FnMut(&Value) -> bool,
+    ) -> Option<(usize, Recorded)> {
+        let deadline = Instant::now() + timeout;
+        let mut events = self.lock();
+        let mut next = from;
+        loop {
+            while next < events.len() {
+                if wanted(&events[next].event) {
+                    return Some((next, events[next].clone()));
+                }
+                next += 1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            events = self
+                .events
+                .1
+                .wait_timeout(events, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Whether a pod whose name starts with `prefix` was deleted since the watch
     /// began (for a mirror pod: the kubelet is replacing it).
     pub fn saw_deleted(&self, prefix: &str) -> bool {
-        self.lock().iter().any(|e| {
+        self.lock().iter().map(|r| &r.event).any(|e| {
             e["type"] == "DELETED"
                 && e["object"]["metadata"]["name"]
                     .as_str()
@@ -72,10 +119,24 @@ impl PodWatch {
     /// (the kubelet is replacing it), while a request for `target` is pending on
     /// it, or while it runs `target` without being Ready.
     pub fn most_unavailable(&self, static_pod: &str, target: &str, nodes: &[String]) -> usize {
+        self.worst_moment(static_pod, target, nodes).0
+    }
+
+    /// Like [`Self::most_unavailable`], with the nodes down at the worst moment,
+    /// why, and what arrived when (for a failure message).
+    pub fn worst_moment(
+        &self,
+        static_pod: &str,
+        target: &str,
+        nodes: &[String],
+    ) -> (usize, String) {
         let mut pods: BTreeMap<String, Value> = BTreeMap::new();
         let mut seen: std::collections::HashSet<String> = Default::default();
-        let mut worst = 0;
-        for event in self.lock().iter() {
+        let mut worst = (0, String::new());
+        let events = self.lock();
+        let start = events.first().map(|r| r.at);
+        for record in events.iter() {
+            let event = &record.event;
             let object = &event["object"];
             let Some(name) = object["metadata"]["name"].as_str() else {
                 continue;
@@ -86,28 +147,46 @@ impl PodWatch {
                 seen.insert(name.to_owned());
                 pods.insert(name.to_owned(), object.clone());
             }
-            let down = nodes
+            let down: Vec<String> = nodes
                 .iter()
                 .map(|node| mirror_pod_name(static_pod, node))
                 .filter(|name| seen.contains(name))
-                .filter(|name| match pods.get(name) {
-                    None => true,
+                .filter_map(|name| match pods.get(&name) {
+                    None => Some(format!("{name}: gone")),
                     Some(pod) => {
                         let annotations = &pod["metadata"]["annotations"];
                         let current = annotations[REVISION_ANNOTATION].as_str() == Some(target);
                         let requested =
                             annotations[UPGRADE_REQUEST_ANNOTATION].as_str() == Some(target);
-                        (requested && !current) || (current && !pod_is_ready(pod))
+                        if requested && !current {
+                            Some(format!("{name}: requested"))
+                        } else if current && !pod_is_ready(pod) {
+                            Some(format!("{name}: on target, not Ready"))
+                        } else {
+                            None
+                        }
                     }
                 })
-                .count();
-            worst = worst.max(down);
+                .collect();
+            if down.len() > worst.0 {
+                let at = start
+                    .map(|s| record.at.duration_since(s).as_millis())
+                    .unwrap_or(0);
+                worst = (
+                    down.len(),
+                    format!(
+                        "at +{at} ms, after {} {name}: {}",
+                        event["type"].as_str().unwrap_or("?"),
+                        down.join(", ")
+                    ),
+                );
+            }
         }
         worst
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Value>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Recorded>> {
+        self.events.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

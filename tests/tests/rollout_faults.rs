@@ -274,13 +274,13 @@ fn a_controller_killed_mid_rollout_resumes_within_max_unavailable() {
         .then_some(()))
     })
     .expect("resumed");
-    let worst = watch.most_unavailable("restart", &target, &node_names(c));
+    let (worst, moment) = watch.worst_moment("restart", &target, &node_names(c));
     eprintln!(
         "{} pod events; at most {worst} nodes unavailable at once",
         watch.len()
     );
     assert!(
         worst <= 2,
-        "{worst} nodes unavailable at once; maxUnavailable is 2"
+        "{worst} nodes unavailable at once ({moment}); maxUnavailable is 2"
     );
 }
