@@ -135,6 +135,9 @@ impl PodWatch {
         let mut worst = (0, String::new());
         let events = self.lock();
         let start = events.first().map(|r| r.at);
+        let prefix = format!("{static_pod}-");
+        // The StaticPod's last events before each moment, to show how it came about.
+        let mut trail: std::collections::VecDeque<String> = Default::default();
         for record in events.iter() {
             let event = &record.event;
             let object = &event["object"];
@@ -146,6 +149,25 @@ impl PodWatch {
             } else {
                 seen.insert(name.to_owned());
                 pods.insert(name.to_owned(), object.clone());
+            }
+            if name.starts_with(&prefix) {
+                let a = &object["metadata"]["annotations"];
+                let at = start
+                    .map(|s| record.at.duration_since(s).as_millis())
+                    .unwrap_or(0);
+                trail.push_back(format!(
+                    "+{at}ms {} {name} rv={} revision={} request={} ready={}",
+                    event["type"].as_str().unwrap_or("?"),
+                    object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("?"),
+                    a[REVISION_ANNOTATION].as_str().unwrap_or("-"),
+                    a[UPGRADE_REQUEST_ANNOTATION].as_str().unwrap_or("-"),
+                    pod_is_ready(object)
+                ));
+                if trail.len() > 12 {
+                    trail.pop_front();
+                }
             }
             let down: Vec<String> = nodes
                 .iter()
@@ -175,9 +197,10 @@ impl PodWatch {
                 worst = (
                     down.len(),
                     format!(
-                        "at +{at} ms, after {} {name}: {}",
+                        "at +{at} ms, after {} {name}: {}; events before:\n  {}",
                         event["type"].as_str().unwrap_or("?"),
-                        down.join(", ")
+                        down.join(", "),
+                        Vec::from(trail.clone()).join("\n  ")
                     ),
                 );
             }

@@ -218,12 +218,15 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
         Ok((watch.len() >= NODES).then_some(()))
     })
     .expect("watch");
+    let adopted =
+        c.kubectl_json(&["get", "staticpod", "nginx"]).expect("get")["status"]["targetRevision"]
+            .clone();
     apply(c, &static_pod("nginx:1.19.2"));
-    let target = wait_for("target revision in status", Duration::from_secs(30), || {
+    let target = wait_for("the new target in status", Duration::from_secs(30), || {
         let sp = c.kubectl_json(&["get", "staticpod", "nginx"])?;
         Ok(sp["status"]["targetRevision"]
             .as_str()
-            .filter(|r| !r.is_empty())
+            .filter(|r| !r.is_empty() && adopted != *r)
             .map(str::to_owned))
     })
     .expect("target");
