@@ -312,8 +312,10 @@ impl NodeAgent {
                     .get(&key)
                     .map(|p| why_not_ready(&p))
                     .unwrap_or_else(|| "its mirror pod never appeared".into());
+                // The revision travels with the reason (annotation `<rev>: <reason>`,
+                // events), so the reason does not repeat it.
                 break Err(format!(
-                    "revision {revision} was not Ready within {:?}: {detail}",
+                    "not Ready within {:?}: {detail}",
                     self.verify_timeout
                 ));
             }
@@ -348,7 +350,10 @@ impl NodeAgent {
                     target,
                     EventType::Warning,
                     "UpgradeFailed",
-                    format!("node {}: {reason}; rolled back", self.node),
+                    format!(
+                        "node {}: revision {revision} {reason}; rolled back",
+                        self.node
+                    ),
                 )
                 .await;
                 anyhow::bail!(reason)
