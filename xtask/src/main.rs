@@ -1,7 +1,9 @@
 //! `cargo xtask …`: the project's commands (see README).
 #![forbid(unsafe_code)]
 
+mod demo;
 mod sandbox;
+mod system;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -24,11 +26,9 @@ enum Task {
     Test,
     /// Regenerate manifests/crd.yaml from the Rust types.
     Crd,
-    /// A local cluster with hollow edge nodes to try things by hand.
-    Sandbox {
-        #[command(subcommand)]
-        action: sandbox::Action,
-    },
+    /// A local cluster with hollow edge nodes and the operator running, to try
+    /// things by hand; `demo` walks through the whole story on it.
+    Sandbox(sandbox::Options),
 }
 
 fn main() -> Result<()> {
@@ -41,7 +41,7 @@ fn main() -> Result<()> {
             println!("wrote {}", path.display());
             Ok(())
         }
-        Task::Sandbox { action } => sandbox::run(action),
+        Task::Sandbox(options) => sandbox::run(options),
     }
 }
 
