@@ -68,10 +68,11 @@ pub fn run(sandbox: &Sandbox) -> Result<()> {
     let mut demo = Demo { sandbox, step: 0 };
     let result = demo.story();
     if let Err(e) = &result {
-        println!("\nthe demo stopped: {e:#}");
-        println!("the sandbox is still up for a look:");
+        println!("\n=== The demo stopped ===");
+        println!("{e:#}");
+        println!("The sandbox is still up for a look:");
     } else {
-        println!("\nThe sandbox stays up to explore:");
+        println!("The sandbox stays up to explore:");
     }
     print_summary(sandbox);
     if result.is_ok() {
@@ -285,8 +286,10 @@ impl Demo<'_> {
         self.kubectl(&["staticpod", "status", "nginx"])?;
         self.kubectl(&["get", "staticpods", "nginx"])?;
         self.kubectl(&["get", "pods", "-o", OTA_COLUMNS])?;
-        println!(
-            "\nDone: adoption, a rolling upgrade, a refused apply, an offline node skipped and caught up, OTA upgrades."
+        println!("\n=== Done ===");
+        self.say(
+            "Adoption, a rolling upgrade, a refused apply, an offline node skipped and \
+             caught up, OTA upgrades.",
         );
         Ok(())
     }
