@@ -258,6 +258,25 @@ impl Demo<'_> {
         let port = self.sandbox.components.ota_ports[0];
         let path = format!("/openyurt.io/v1/namespaces/default/pods/nginx-{first}/upgrade");
         self.show(&format!("curl -sS -X POST http://127.0.0.1:{port}{path}"));
+        // The agent judges from its own watch of the node's pods, which may trail
+        // the API server by a moment: wait until it has seen the mark too.
+        let pod = format!("nginx-{first}");
+        wait_for(&format!("{first}'s agent to see the mark"), SHORT, || {
+            let (status, body) = staticpod_e2e::http_request(port, "GET", "/pods")?;
+            if status != 200 {
+                bail!("GET /pods answered {status}: {}", body.trim());
+            }
+            let list: Value = serde_json::from_str(&body).context("GET /pods: not JSON")?;
+            Ok(list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    p["metadata"]["name"] == pod.as_str()
+                        && need_upgrade(p).as_deref() == Some("True")
+                })
+                .then_some(()))
+        })?;
         let (status, body) = staticpod_e2e::http_request(port, "POST", &path)?;
         println!("{}", body.trim_end());
         if status != 200 {
