@@ -31,14 +31,7 @@ fn main() -> anyhow::Result<()> {
     let plugin = plugin_binary()?;
     println!("plugin: {}", plugin.display());
     let cluster = Cluster::start(ClusterConfig::for_test("plugin-bench", 1))?;
-    let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
-    cluster.kubectl(&["apply", "-f", &crd.display().to_string()])?;
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/staticpods.apps.openyurt.io",
-        "--timeout=30s",
-    ])?;
+    cluster.install_crd()?;
 
     let target = static_pod("bench", "nginx:1.19.2");
     let old = render_manifest(&static_pod("bench", "nginx:1.19.1"))?.revision;

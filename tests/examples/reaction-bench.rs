@@ -30,14 +30,7 @@ const NAME: &str = "react";
 fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterConfig::for_test("reaction-bench", NODES))?;
     let c = &cluster;
-    let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
-    c.kubectl(&["apply", "-f", &crd.display().to_string()])?;
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/staticpods.apps.openyurt.io",
-        "--timeout=30s",
-    ])?;
+    c.install_crd()?;
     let metrics = free_port()?;
     c.start_controller(&[format!("--metrics-listen=127.0.0.1:{metrics}")])?;
 

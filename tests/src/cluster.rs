@@ -309,6 +309,27 @@ impl Cluster {
         self.start_component("controller", &controller, extra_args, &env)
     }
 
+    /// Applies `manifests/crd.yaml` with the real kubectl and waits until the
+    /// StaticPod CRD is Established. A wait loop rather than `kubectl wait` right
+    /// after the create, which can fail before the CRD has any conditions.
+    pub fn install_crd(&self) -> Result<()> {
+        let crd = crate::bins::repo_root().join("manifests/crd.yaml");
+        self.kubectl(&["apply", "-f", &crd.display().to_string()])?;
+        wait_for(
+            "the StaticPod CRD to be Established",
+            Duration::from_secs(60),
+            || {
+                let crd = self.kubectl_json(&["get", "crd", "staticpods.apps.openyurt.io"])?;
+                Ok(crd["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    .then_some(()))
+            },
+        )
+    }
+
     /// Applies the namespace, ServiceAccounts and RBAC of `manifests/rbac` with the
     /// real `kubectl apply -k`. Idempotent; runs kubectl once per cluster.
     pub fn install_rbac(&self) -> Result<()> {

@@ -44,14 +44,7 @@ fn start() -> anyhow::Result<Fixture> {
         cluster.start_agent(index, port, 30)?;
         ota_ports.push(port);
     }
-    let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
-    cluster.kubectl(&["apply", "-f", &crd.display().to_string()])?;
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/staticpods.apps.openyurt.io",
-        "--timeout=30s",
-    ])?;
+    cluster.install_crd()?;
     let metrics_port = free_port()?;
     // As its ServiceAccount from manifests/: a missing permission fails here.
     cluster.start_controller(&[format!("--metrics-listen=127.0.0.1:{metrics_port}")])?;
@@ -439,10 +432,19 @@ fn ota_marks_every_node_and_upgrades_only_the_one_triggered() {
     }
 
     // The node-local trigger on node 2 upgrades node 2 only; its mark becomes False.
-    let (status, body) = http_request(
-        f.ota_ports[1],
-        "POST",
-        "/openyurt.io/v1/namespaces/default/pods/edge-node-2/upgrade",
+    // The agent judges from its own watch, which may trail the API server by a
+    // moment: until it has seen the mark it answers 403 and does nothing.
+    let (status, body) = wait_for(
+        "the agent accepts the trigger",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = http_request(
+                f.ota_ports[1],
+                "POST",
+                "/openyurt.io/v1/namespaces/default/pods/edge-node-2/upgrade",
+            )?;
+            Ok((status != 403).then_some((status, body)))
+        },
     )
     .expect("http");
     assert_eq!(

@@ -39,14 +39,7 @@ fn start() -> anyhow::Result<Fixture> {
         // 30 s: a good upgrade takes ~14 s here (the kubelet's restart back-off).
         cluster.start_agent(index, free_port()?, 30)?;
     }
-    let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
-    cluster.kubectl(&["apply", "-f", &crd.display().to_string()])?;
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/staticpods.apps.openyurt.io",
-        "--timeout=30s",
-    ])?;
+    cluster.install_crd()?;
     let metrics_port = free_port()?;
     cluster.start_controller(&[format!("--metrics-listen=127.0.0.1:{metrics_port}")])?;
     wait_for("controller ready", Duration::from_secs(30), || {

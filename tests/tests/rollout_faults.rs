@@ -31,14 +31,7 @@ fn start() -> anyhow::Result<Fixture> {
     for index in 0..NODES {
         cluster.start_agent(index, free_port()?, 30)?;
     }
-    let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
-    cluster.kubectl(&["apply", "-f", &crd.display().to_string()])?;
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/staticpods.apps.openyurt.io",
-        "--timeout=30s",
-    ])?;
+    cluster.install_crd()?;
     start_controller(&cluster)?;
     Ok(Fixture {
         cluster,

@@ -43,14 +43,7 @@ fn start() -> anyhow::Result<Fixture> {
     };
     let webhook = runtime.block_on(staticpod_webhook::start(&config))?;
 
-    let crd = staticpod_e2e::bins::repo_root().join("manifests/crd.yaml");
-    cluster.kubectl(&["apply", "-f", &crd.display().to_string()])?;
-    cluster.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/staticpods.apps.openyurt.io",
-        "--timeout=30s",
-    ])?;
+    cluster.install_crd()?;
 
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&ca.pair().cert_pem);
     let hook = |name: &str, path: &str| {

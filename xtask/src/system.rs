@@ -32,7 +32,7 @@ pub struct Components {
 }
 
 pub fn install(cluster: &Cluster) -> Result<Components> {
-    install_crd(cluster)?;
+    cluster.install_crd()?;
     cluster.install_rbac()?;
     let (webhook_port, webhook_admin_port) = start_webhook(cluster)?;
 
@@ -64,22 +64,6 @@ fn ok(port: u16, path: &str) -> Option<()> {
         .ok()
         .filter(|(status, _)| *status == 200)
         .map(|_| ())
-}
-
-fn install_crd(cluster: &Cluster) -> Result<()> {
-    let crd = repo_root().join("manifests/crd.yaml");
-    cluster.kubectl(&["apply", "-f", &crd.display().to_string()])?;
-    // A wait loop rather than `kubectl wait` right after the create, which can fail
-    // before the CRD has any conditions.
-    wait_for("the StaticPod CRD to be Established", WAIT, || {
-        let crd = cluster.kubectl_json(&["get", "crd", "staticpods.apps.openyurt.io"])?;
-        Ok(crd["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Established" && c["status"] == "True")
-            .then_some(()))
-    })
 }
 
 /// Starts `staticpod-webhook` with a serving certificate for 127.0.0.1 from a CA
