@@ -12,6 +12,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
+use kube_lease_manager::LeaseManagerBuilder;
 use staticpod_api::StaticPod;
 use staticpod_api::conventions::{STATIC_POD_LABEL, static_pod_of_mirror};
 use staticpod_controller::metrics::Metrics;
@@ -27,10 +28,26 @@ struct Config {
     /// `/metrics`.
     #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
-    /// Name of this instance in the Events it publishes (the pod name in a cluster).
+    /// Name of this instance in the Events it publishes and in the leader Lease
+    /// (the pod name in a cluster; default: host name and process id).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Act only while holding the Lease `staticpod-controller`, so that several
+    /// replicas can run and exactly one writes. A replica that loses the Lease
+    /// exits (to be restarted as a standby) rather than risk a second writer.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "staticpod-system")]
+    leader_election_namespace: String,
+    /// Seconds a leader's Lease stays valid without renewal: how long a crashed
+    /// leader's replicas wait before one takes over.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
+    leader_lease_seconds: u64,
 }
+
+/// The leader Lease's name.
+const LEASE_NAME: &str = "staticpod-controller";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -145,9 +162,43 @@ async fn run(config: Config) -> anyhow::Result<()> {
     nodes.wait_until_ready().await?;
     configmaps.wait_until_ready().await?;
 
+    let instance = config.instance.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    // Standbys keep their caches warm and report ready (they can take over at
+    // once); only the leader acts.
+    let leadership = if config.leader_elect {
+        ready.store(true, Ordering::Relaxed);
+        let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(&config.leader_election_namespace)
+            .with_identity(&instance)
+            .with_duration(config.leader_lease_seconds)
+            .with_grace((config.leader_lease_seconds / 3).max(2))
+            .build()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "leader election on Lease {}/{LEASE_NAME}: {e}",
+                    config.leader_election_namespace
+                )
+            })?;
+        let (mut leading, lease_task) = manager.watch().await;
+        tracing::info!(%instance, "waiting to lead");
+        while !*leading.borrow_and_update() {
+            leading
+                .changed()
+                .await
+                .map_err(|_| anyhow::anyhow!("leader election stopped"))?;
+        }
+        tracing::info!(%instance, "leading");
+        Some((leading, lease_task))
+    } else {
+        None
+    };
     let reporter = Reporter {
         controller: "staticpod-controller".into(),
-        instance: config.instance,
+        instance: Some(instance),
     };
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -190,7 +241,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     tracing::info!(metrics = %config.metrics_listen, "controller running");
+    let (leading, lease_task) = match leadership {
+        Some((leading, task)) => (Some(leading), Some(task)),
+        None => (None, None),
+    };
+    let lost = async {
+        match leading {
+            Some(mut leading) => {
+                while leading.changed().await.is_ok() {
+                    if !*leading.borrow() {
+                        break;
+                    }
+                }
+                leading
+            }
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
+        leading = lost => {
+            drop(leading);
+            Err(anyhow::anyhow!("lost the leader Lease; exiting so that only one instance acts"))
+        }
         _ = controller => Ok(()),
         _ = pods_task => Err(anyhow::anyhow!("the pod watch ended")),
         _ = nodes_task => Err(anyhow::anyhow!("the node watch ended")),
@@ -198,6 +270,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = server => Err(anyhow::anyhow!("the metrics server ended")),
     };
     readiness.abort();
+    // Hand the Lease over now rather than let it expire: dropping the receivers
+    // makes the lease task release it.
+    if let Some(task) = lease_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+    }
     outcome
 }
 

@@ -300,13 +300,19 @@ impl Cluster {
     /// use) and `RUST_LOG=info`. Returns once the process is started; callers wait
     /// on what it does. Needs `cargo build --workspace --bins`.
     pub fn start_controller(&self, extra_args: &[String]) -> Result<()> {
+        self.start_controller_named("controller", extra_args)
+    }
+
+    /// Like [`Self::start_controller`], as component `name` (to run several
+    /// replicas, e.g. with leader election).
+    pub fn start_controller_named(&self, name: &str, extra_args: &[String]) -> Result<()> {
         let controller = crate::bins::workspace_binary("staticpod-controller")?;
         let kubeconfig = self.identity_kubeconfig(CONTROLLER_SERVICE_ACCOUNT)?;
         let env = vec![
             ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
             ("RUST_LOG".to_string(), "info".to_string()),
         ];
-        self.start_component("controller", &controller, extra_args, &env)
+        self.start_component(name, &controller, extra_args, &env)
     }
 
     /// Applies `manifests/crd.yaml` with the real kubectl and waits until the

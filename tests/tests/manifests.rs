@@ -193,6 +193,8 @@ fn the_cert_manager_install_is_valid_server_side_and_applies() {
         "clusterrole.rbac.authorization.k8s.io/staticpod-controller",
         "clusterrolebinding.rbac.authorization.k8s.io/staticpod-agent",
         "clusterrolebinding.rbac.authorization.k8s.io/staticpod-controller",
+        "role.rbac.authorization.k8s.io/staticpod-controller-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/staticpod-controller-leader-election",
         "service/staticpod-webhook",
         "deployment.apps/staticpod-webhook",
         "deployment.apps/staticpod-controller",
@@ -210,7 +212,7 @@ fn the_cert_manager_install_is_valid_server_side_and_applies() {
             "{expected} missing from the dry-run:\n{dry}"
         );
     }
-    assert_eq!(objects.len(), 20, "unexpected objects:\n{dry}");
+    assert_eq!(objects.len(), 22, "unexpected objects:\n{dry}");
 
     apply_k(c, &dir, &[]).expect("apply for real");
     // Applying again changes nothing (what `kubectl apply -k` on upgrade relies on).
@@ -495,7 +497,7 @@ fn without_cert_manager_the_api_server_calls_our_webhook_with_the_issued_certifi
             && !objects.iter().any(|o| o.contains("cert-manager.io")),
         "the variant must carry the TLS Secret and no cert-manager object:\n{dry}"
     );
-    assert_eq!(objects.len(), 17, "unexpected objects:\n{dry}");
+    assert_eq!(objects.len(), 19, "unexpected objects:\n{dry}");
     apply_k(c, &overlay, &[]).expect("apply for real");
 
     // What the API server now holds is what staticpod-certs wrote.
@@ -625,6 +627,27 @@ fn without_cert_manager_the_api_server_calls_our_webhook_with_the_issued_certifi
         .expect("delete");
     delete_webhook_configurations(c).expect("clean up");
     c.stop_component("webhook").expect("stop webhook");
+}
+
+/// `kubectl auth can-i verb resource/name` in `ns` as `service_account` (for rules
+/// limited to one object by name).
+fn can_named(
+    c: &Cluster,
+    service_account: &str,
+    verb: &str,
+    resource: &str,
+    name: &str,
+    ns: &str,
+) -> bool {
+    let who = format!("--as=system:serviceaccount:{SYSTEM_NAMESPACE}:{service_account}");
+    let scope = format!("--namespace={ns}");
+    let object = format!("{resource}/{name}");
+    let (_, stdout, stderr) = kubectl(c, &["auth", "can-i", verb, &object, &who, &scope]);
+    match stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("kubectl auth can-i {verb} {object} answered {other:?}: {stderr}"),
+    }
 }
 
 /// `kubectl auth can-i verb resource` as `service_account`.
@@ -788,6 +811,27 @@ fn each_identity_can_do_what_it_needs_and_nothing_more() {
             "edge-apps",
             true,
         ),
+        (
+            controller,
+            "create",
+            "leases.coordination.k8s.io",
+            SYSTEM_NAMESPACE,
+            true,
+        ),
+        (
+            controller,
+            "patch",
+            "leases.coordination.k8s.io",
+            SYSTEM_NAMESPACE,
+            false,
+        ),
+        (
+            controller,
+            "patch",
+            "leases.coordination.k8s.io",
+            "edge-apps",
+            false,
+        ),
         (controller, "delete", "nodes", "*", false),
         (controller, "patch", "nodes", "*", false),
         (controller, "get", "secrets", SYSTEM_NAMESPACE, false),
@@ -862,6 +906,44 @@ fn each_identity_can_do_what_it_needs_and_nothing_more() {
         v.sort();
         v
     };
+    // The leader Lease: only that one object, only what leader election does.
+    let lease = "leases.coordination.k8s.io";
+    for (verb, allowed) in [("get", true), ("patch", true), ("delete", false)] {
+        assert_eq!(
+            can_named(
+                c,
+                controller,
+                verb,
+                lease,
+                "staticpod-controller",
+                SYSTEM_NAMESPACE
+            ),
+            allowed,
+            "controller {verb} its Lease"
+        );
+    }
+    assert!(
+        !can_named(
+            c,
+            controller,
+            "patch",
+            lease,
+            "kube-scheduler",
+            SYSTEM_NAMESPACE
+        ),
+        "controller patch another Lease"
+    );
+    assert!(
+        !can_named(
+            c,
+            agent,
+            "get",
+            lease,
+            "staticpod-controller",
+            SYSTEM_NAMESPACE
+        ),
+        "agent get the controller's Lease"
+    );
     assert_eq!(
         rules(agent),
         expect(&[

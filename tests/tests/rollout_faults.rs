@@ -1,8 +1,9 @@
 //! Rollouts through faults, against the real control plane with one agent per
 //! hollow node: a node offline before the change is skipped and caught up when it
 //! returns; a controller killed with SIGKILL mid-rollout resumes from the
-//! cluster's state without exceeding maxUnavailable. These stop a kubelet or the
-//! controller, so they take turns on their own cluster.
+//! cluster's state without exceeding maxUnavailable; with two leader-elected
+//! replicas, one acts and the other takes over when it dies. These stop a kubelet
+//! or the controller, so they take turns on their own cluster.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -41,8 +42,16 @@ fn start() -> anyhow::Result<Fixture> {
 
 /// Starts the controller (as its ServiceAccount) and waits until it is ready.
 fn start_controller(cluster: &Cluster) -> anyhow::Result<()> {
+    start_replica(cluster, "controller", &[])
+}
+
+/// Starts controller component `name` with `args` and waits until it is ready
+/// (caches synced; a standby is ready too).
+fn start_replica(cluster: &Cluster, name: &str, args: &[String]) -> anyhow::Result<()> {
     let port = free_port()?;
-    cluster.start_controller(&[format!("--metrics-listen=127.0.0.1:{port}")])?;
+    let mut all = vec![format!("--metrics-listen=127.0.0.1:{port}")];
+    all.extend_from_slice(args);
+    cluster.start_controller_named(name, &all)?;
     wait_for("controller ready", Duration::from_secs(30), || {
         cluster.check_alive()?;
         Ok(http_request(port, "GET", "/readyz")
@@ -276,4 +285,110 @@ fn a_controller_killed_mid_rollout_resumes_within_max_unavailable() {
         worst <= 2,
         "{worst} nodes unavailable at once ({moment}); maxUnavailable is 2"
     );
+}
+
+fn lease_holder(c: &Cluster) -> Option<String> {
+    let lease = c
+        .kubectl_json(&[
+            "get",
+            "lease",
+            "staticpod-controller",
+            "-n",
+            "staticpod-system",
+        ])
+        .ok()?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+/// Reporting instances of the `UpgradeRequested` Events on StaticPod `name`.
+fn requesters(c: &Cluster, name: &str) -> Vec<String> {
+    let list = c
+        .kubectl_json(&[
+            "get",
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=UpgradeRequested"),
+        ])
+        .unwrap_or(Value::Null);
+    let mut who: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["reportingInstance"].as_str().map(str::to_owned))
+        .collect();
+    who.sort();
+    who.dedup();
+    who
+}
+
+#[test]
+fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
+    let f = fixture();
+    let _turn = f.turn.lock().unwrap_or_else(|p| p.into_inner());
+    let c = &f.cluster;
+    let _report = c.report_on_failure();
+    // Two leader-elected replicas alone (the fixture's controller elects no
+    // leader); it is back at the end.
+    c.stop_component("controller")
+        .expect("stop the fixture's controller");
+    let replica = |name: &str| {
+        vec![
+            "--leader-elect".to_owned(),
+            "--leader-lease-seconds=6".to_owned(),
+            format!("--instance={name}"),
+        ]
+    };
+    start_replica(c, "replica-a", &replica("replica-a")).expect("replica-a");
+    wait_for("replica-a leads", Duration::from_secs(30), || {
+        Ok(lease_holder(c).filter(|h| h == "replica-a").map(|_| ()))
+    })
+    .expect("leader");
+    start_replica(c, "replica-b", &replica("replica-b")).expect("replica-b");
+
+    install(c, "ha", "ha:1", 1);
+    let watch = PodWatch::start(c, "default").expect("watch");
+    wait_for("the watch sees the pods", Duration::from_secs(30), || {
+        Ok((watch.len() >= NODES).then_some(()))
+    })
+    .expect("watch");
+    apply(c, &static_pod("ha", "ha:2", 1));
+    let target = target_revision(c, "ha", "ha:2");
+    wait_for(
+        "the leader's first request",
+        Duration::from_secs(60),
+        || Ok((requesters(c, "ha") == ["replica-a"]).then_some(())),
+    )
+    .expect("replica-a requested");
+    assert_eq!(
+        lease_holder(c).as_deref(),
+        Some("replica-a"),
+        "the standby did not take the Lease while the leader lived"
+    );
+
+    c.stop_component("replica-a").expect("kill -9 the leader");
+    wait_for("replica-b takes over", Duration::from_secs(60), || {
+        Ok(lease_holder(c).filter(|h| h == "replica-b").map(|_| ()))
+    })
+    .expect("failover");
+    wait_for("rollout complete: 4 4 4", Duration::from_secs(300), || {
+        Ok((all_on(c, "ha", "ha:2")
+            && row(c, "ha").is_some_and(|r| r.len() >= 5 && r[2..5] == ["4", "4", "4"]))
+        .then_some(()))
+    })
+    .expect("completed by the new leader");
+    assert_eq!(
+        requesters(c, "ha"),
+        ["replica-a", "replica-b"],
+        "both asked nodes, each while it led"
+    );
+    let (worst, moment) = watch.worst_moment("ha", &target, &node_names(c));
+    assert!(
+        worst <= 1,
+        "{worst} nodes unavailable at once across the failover ({moment}); maxUnavailable is 1"
+    );
+
+    c.stop_component("replica-b").expect("stop replica-b");
+    start_controller(c).expect("the fixture's controller again");
 }
