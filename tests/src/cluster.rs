@@ -696,6 +696,23 @@ impl Drop for FailureReport<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("{}", self.0.log_report());
+            // What the API server holds now: node readiness, and each StaticPod's
+            // status and its mirror pods' annotations (what the controller judged).
+            for args in [
+                &["get", "nodes", "-o", "wide"][..],
+                &["get", "staticpods", "-A", "-o", "yaml"][..],
+                &[
+                    "get",
+                    "pods",
+                    "-A",
+                    "-o",
+                    "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,READY:.status.conditions[?(@.type=='Ready')].status,ANNOTATIONS:.metadata.annotations",
+                ][..],
+            ] {
+                if let Ok(out) = self.0.kubectl(args) {
+                    eprintln!("--- kubectl {} ---\n{out}", args.join(" "));
+                }
+            }
         }
     }
 }
