@@ -14,7 +14,8 @@ pub const POD_NEED_UPGRADE: &str = "PodNeedUpgrade";
 /// Annotation on the manifest ConfigMap in which the controller records, before it
 /// asks them, the nodes it asked to upgrade to the current revision. A node's mirror
 /// pod vanishes while the kubelet replaces it; this record keeps such a node in the
-/// window across controller restarts. JSON: `{"revision": "...", "nodes": {"node-1": <unix seconds>}}`.
+/// window across controller restarts. JSON:
+/// `{"revision": "...", "nodes": {"node-1": {"at": <unix seconds>, "pod": "<uid of the pod asked>"}}}`.
 pub const UPGRADING_ANNOTATION: &str = "apps.openyurt.io/upgrading";
 
 /// The ConfigMap holding a StaticPod's rendered manifest, in its namespace.

@@ -90,12 +90,11 @@ impl Target {
             .into_iter()
             .map(|node| {
                 let node_name = node.name_any();
-                let mut pod = mirror_pod(&mirror_pod_name(&name, &node_name))
-                    .filter(|p| {
-                        p.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                            == Some(node_name.as_str())
-                    })
-                    .map(|p| pod_facts(&p, &self.template));
+                let object = mirror_pod(&mirror_pod_name(&name, &node_name)).filter(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node_name.as_str())
+                });
+                let uid = object.as_ref().and_then(|p| p.metadata.uid.clone());
+                let mut pod = object.map(|p| pod_facts(&p, &self.template));
                 match &pod {
                     // Settled: Ready on the target (the agent has committed), or
                     // failed there. A target pod that is not Ready yet may still be
@@ -106,13 +105,19 @@ impl Target {
                     {
                         in_flight.nodes.remove(&node_name);
                     }
-                    // Asked, yet the pod carries no request: it is a new mirror pod
-                    // (the agent rolled back and is about to record why, or the
-                    // kubelet replaced it). Asking again would retry a failed
-                    // revision; wait, unless the ask is too old to still be in hand.
+                    // Asked, yet the pod carries no request. A different pod than the
+                    // one asked is a new mirror pod (the agent rolled back and is about
+                    // to record why, or the kubelet replaced it): asking again would
+                    // retry a failed revision, so wait, unless the ask is too old to
+                    // still be in hand. The very pod that was asked never got the
+                    // request (the controller stopped between recording and asking):
+                    // ask again.
                     Some(facts) if facts.requested.as_ref() != Some(target) => {
                         match in_flight.nodes.get(&node_name) {
-                            Some(asked) if now - asked < IN_FLIGHT_EXPIRY_SECONDS => {
+                            Some(asked)
+                                if now - asked.at < IN_FLIGHT_EXPIRY_SECONDS
+                                    && asked.pod != uid =>
+                            {
                                 if let Some(facts) = pod.as_mut() {
                                     facts.requested = Some(target.clone());
                                 }
@@ -127,7 +132,7 @@ impl Target {
                     None if in_flight
                         .nodes
                         .get(&node_name)
-                        .is_some_and(|asked| now - asked < IN_FLIGHT_EXPIRY_SECONDS) =>
+                        .is_some_and(|asked| now - asked.at < IN_FLIGHT_EXPIRY_SECONDS) =>
                     {
                         pod = Some(PodFacts {
                             ready: false,
@@ -164,15 +169,32 @@ impl Target {
 /// agent rolls back within its verification deadline (5 minutes by default).
 pub const IN_FLIGHT_EXPIRY_SECONDS: i64 = 900;
 
-/// The nodes asked to upgrade to one revision, and when (unix seconds). Kept in the
-/// manifest ConfigMap's [`UPGRADING_ANNOTATION`] so a restarted controller (or the
-/// plugin) knows them too.
+/// The nodes asked to upgrade to one revision. Kept in the manifest ConfigMap's
+/// [`UPGRADING_ANNOTATION`] so a restarted controller (or the plugin) knows them too.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InFlight {
     /// The revision the nodes were asked to install.
     pub revision: String,
-    /// Node name → when it was asked.
-    pub nodes: BTreeMap<String, i64>,
+    /// Node name → the ask.
+    pub nodes: BTreeMap<String, Asked>,
+}
+
+/// One ask: recorded before the mirror pod is annotated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asked {
+    /// When (unix seconds).
+    pub at: i64,
+    /// The uid of the mirror pod that was asked: if that same pod shows no request
+    /// later, the request never landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+impl Asked {
+    /// An ask of pod `pod` at `at`.
+    pub fn new(at: i64, pod: Option<String>) -> Self {
+        Self { at, pod }
+    }
 }
 
 impl InFlight {
@@ -231,7 +253,9 @@ mod tests {
         let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
         let nodes = [node("node-1"), node("node-2")];
         let mut in_flight = InFlight::new(&target.manifest.revision);
-        in_flight.nodes.insert("node-1".into(), 1_000);
+        in_flight
+            .nodes
+            .insert("node-1".into(), Asked::new(1_000, Some("asked-pod".into())));
         let facts = target.node_facts(&nodes, |_| None, &mut in_flight, 1_010);
         let node1 = facts[0].pod.as_ref().expect("node-1 still in scope");
         assert_eq!(node1.requested.as_ref(), Some(&target.manifest.revision));
@@ -253,6 +277,7 @@ mod tests {
         let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
         let mut old_pod = target.manifest.pod.clone();
         old_pod.metadata.name = Some("nginx-node-1".into());
+        old_pod.metadata.uid = Some("pod-after-rollback".into());
         old_pod.metadata.annotations = None; // an old mirror pod, no request
         old_pod.spec.get_or_insert_with(Default::default).node_name = Some("node-1".into());
         old_pod
@@ -264,7 +289,9 @@ mod tests {
             .for_each(|c| c.image = Some("nginx:1.19.1".into()));
         let nodes = [node("node-1")];
         let mut in_flight = InFlight::new(&target.manifest.revision);
-        in_flight.nodes.insert("node-1".into(), 1_000);
+        in_flight
+            .nodes
+            .insert("node-1".into(), Asked::new(1_000, Some("asked-pod".into())));
         let lookup = |name: &str| (name == "nginx-node-1").then(|| old_pod.clone());
         let facts = target.node_facts(&nodes, lookup, &mut in_flight, 1_020);
         let plan = target.plan(&facts);
@@ -284,6 +311,33 @@ mod tests {
     }
 
     #[test]
+    fn the_pod_that_was_asked_but_shows_no_request_is_asked_again() {
+        // The controller recorded the ask, then died before annotating the pod.
+        let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
+        let mut old_pod = target.manifest.pod.clone();
+        old_pod.metadata.name = Some("nginx-node-1".into());
+        old_pod.metadata.uid = Some("asked-pod".into());
+        old_pod.metadata.annotations = None;
+        old_pod.spec.get_or_insert_with(Default::default).node_name = Some("node-1".into());
+        old_pod
+            .spec
+            .as_mut()
+            .expect("spec")
+            .containers
+            .iter_mut()
+            .for_each(|c| c.image = Some("nginx:1.19.1".into()));
+        let mut in_flight = InFlight::new(&target.manifest.revision);
+        in_flight
+            .nodes
+            .insert("node-1".into(), Asked::new(1_000, Some("asked-pod".into())));
+        let lookup = |name: &str| (name == "nginx-node-1").then(|| old_pod.clone());
+        let facts = target.node_facts(&[node("node-1")], lookup, &mut in_flight, 1_005);
+        let plan = target.plan(&facts);
+        assert_eq!(plan.nodes[0].1, crate::planner::NodeState::Pending);
+        assert_eq!(plan.actions.len(), 1, "{:?}", plan.actions);
+    }
+
+    #[test]
     fn a_node_stays_asked_until_its_new_pod_is_ready() {
         let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
         let mut new_pod = target.manifest.pod.clone();
@@ -291,7 +345,9 @@ mod tests {
         new_pod.spec.get_or_insert_with(Default::default).node_name = Some("node-1".into());
         let nodes = [node("node-1")];
         let mut in_flight = InFlight::new(&target.manifest.revision);
-        in_flight.nodes.insert("node-1".into(), 1_000);
+        in_flight
+            .nodes
+            .insert("node-1".into(), Asked::new(1_000, Some("asked-pod".into())));
         // On the target but not Ready (e.g. its image cannot be pulled): the agent
         // may still roll back, so the node stays asked ...
         let lookup = |name: &str| (name == "nginx-node-1").then(|| new_pod.clone());
@@ -307,7 +363,9 @@ mod tests {
         let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
         let old = Target::of(&static_pod("nginx", "nginx:1.19.1")).expect("old");
         let mut in_flight = InFlight::new(&old.manifest.revision);
-        in_flight.nodes.insert("node-1".into(), 1_000);
+        in_flight
+            .nodes
+            .insert("node-1".into(), Asked::new(1_000, Some("asked-pod".into())));
         let facts = target.node_facts(&[node("node-1")], |_| None, &mut in_flight, 1_001);
         assert!(facts[0].pod.is_none());
         assert_eq!(in_flight, InFlight::new(&target.manifest.revision));
@@ -317,7 +375,9 @@ mod tests {
     fn the_record_round_trips_through_the_configmap_and_garbage_is_ignored() {
         let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
         let mut record = InFlight::new(&target.manifest.revision);
-        record.nodes.insert("node-3".into(), 42);
+        record
+            .nodes
+            .insert("node-3".into(), Asked::new(42, Some("uid-3".into())));
         let mut cm = ConfigMap::default();
         cm.metadata.annotations = Some(BTreeMap::from([(
             UPGRADING_ANNOTATION.to_owned(),

@@ -24,7 +24,7 @@ use staticpod_api::conventions::{
 };
 use staticpod_api::{Revision, StaticPod, StaticPodStatus};
 
-use crate::assess::{InFlight, Target};
+use crate::assess::{Asked, InFlight, Target};
 use crate::metrics::Metrics;
 use crate::planner::{self, Action as Step, NodeState};
 
@@ -145,7 +145,11 @@ async fn reconcile_inner(sp: &StaticPod, ctx: &Context) -> Result<Action, Error>
     // Write-ahead: the record of asked nodes is stored before they are asked.
     for step in &plan.actions {
         if let Step::Request { node, .. } = step {
-            in_flight.nodes.insert(node.clone(), now);
+            let asked = ctx
+                .pods
+                .get(&ObjectRef::new(&mirror_pod_name(&name, node)).within(&ns))
+                .and_then(|p| p.metadata.uid.clone());
+            in_flight.nodes.insert(node.clone(), Asked::new(now, asked));
         }
     }
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
