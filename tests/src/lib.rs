@@ -6,6 +6,7 @@
 pub mod bins;
 pub mod cluster;
 pub mod process;
+pub mod rollout;
 pub mod watch;
 
 pub use cluster::{

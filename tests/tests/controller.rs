@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use staticpod_api::conventions::UPGRADE_REQUEST_ANNOTATION;
+use staticpod_e2e::rollout::{plain_manifest, static_pod};
 use staticpod_e2e::{
-    Cluster, ClusterConfig, PodWatch, free_port, http_request, pod_is_ready, wait_for,
-    write_manifest,
+    Cluster, ClusterConfig, PodWatch, http_request, pod_is_ready, wait_for, write_manifest,
 };
 
 const NODES: usize = 5;
@@ -37,24 +37,10 @@ fn start() -> anyhow::Result<Fixture> {
     let mut config = ClusterConfig::for_test("controller", NODES);
     config.fail_images = vec![BROKEN_IMAGE.into()];
     let cluster = Cluster::start(config)?;
-    let mut ota_ports = Vec::new();
-    for index in 0..NODES {
-        let port = free_port()?;
-        // 30 s: a good upgrade takes ~14 s here (the kubelet's restart back-off).
-        cluster.start_agent(index, port, 30)?;
-        ota_ports.push(port);
-    }
-    cluster.install_crd()?;
-    let metrics_port = free_port()?;
-    // As its ServiceAccount from manifests/: a missing permission fails here.
-    cluster.start_controller(&[format!("--metrics-listen=127.0.0.1:{metrics_port}")])?;
-    wait_for("controller ready", Duration::from_secs(30), || {
-        cluster.check_alive()?;
-        Ok(http_request(metrics_port, "GET", "/readyz")
-            .ok()
-            .filter(|(status, _)| *status == 200)
-            .map(|_| ()))
-    })?;
+    // 30 s verification: a good upgrade takes ~14 s here (the kubelet's restart
+    // back-off). Agents and controller run as their ServiceAccounts from
+    // manifests/: a missing permission fails here.
+    let (ota_ports, metrics_port) = cluster.start_rollout_system(30)?;
     Ok(Fixture {
         cluster,
         ota_ports,
@@ -62,72 +48,9 @@ fn start() -> anyhow::Result<Fixture> {
     })
 }
 
-/// An auto-mode StaticPod `name` whose manifest file is `<name>.yaml`.
-fn auto_static_pod(name: &str, image: &str, max_unavailable: u32) -> Value {
-    json!({
-        "apiVersion": "apps.openyurt.io/v1alpha1", "kind": "StaticPod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "staticPodManifest": name,
-            "upgradeStrategy": {"type": "auto", "maxUnavailable": max_unavailable},
-            "template": {"spec": {"containers": [{"name": name, "image": image}]}}
-        }
-    })
-}
-
-fn static_pod(image: &str) -> Value {
-    auto_static_pod("nginx", image, 2)
-}
-
-fn apply(c: &Cluster, object: &Value) {
-    let out = c
-        .kubectl_with_input(&["apply", "-f", "-"], &object.to_string())
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The plain manifest of a one-container pod, as an installer would drop it.
-fn plain_manifest(name: &str, image: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  containers:\n  - name: {name}\n    image: {image}\n"
-    )
-}
-
-fn mirror_pods_of(c: &Cluster, name: &str) -> Vec<Value> {
-    let list = c
-        .kubectl_json(&["get", "pods", "-n", "default"])
-        .unwrap_or(Value::Null);
-    let prefix = format!("{name}-node-");
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| {
-            p["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .cloned()
-        .collect()
-}
-
-fn mirror_pods(c: &Cluster) -> Vec<Value> {
-    mirror_pods_of(c, "nginx")
-}
-
-fn row_of(c: &Cluster, name: &str) -> Option<Vec<String>> {
-    let table = c
-        .kubectl(&["get", "staticpods", name, "--no-headers"])
-        .ok()?;
-    Some(table.split_whitespace().map(str::to_owned).collect())
-}
-
-fn status_row(c: &Cluster) -> Option<Vec<String>> {
-    row_of(c, "nginx")
+/// The seed's StaticPod: nginx, auto, maxUnavailable 2.
+fn nginx(image: &str) -> Value {
+    static_pod("nginx", "auto", 2, image)
 }
 
 fn condition(sp: &Value, type_: &str) -> Value {
@@ -160,10 +83,6 @@ fn event_reasons(c: &Cluster, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn node_names(c: &Cluster) -> Vec<String> {
-    c.nodes().iter().map(|n| n.name.clone()).collect()
-}
-
 #[test]
 fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
     let c = &fixture().cluster;
@@ -173,24 +92,20 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
         write_manifest(&node.manifest_dir, "nginx", &plain).expect("manifest");
     }
     wait_for("5 nginx mirror pods Ready", Duration::from_secs(90), || {
-        Ok((mirror_pods(c).iter().filter(|p| pod_is_ready(p)).count() == NODES).then_some(()))
+        Ok((c
+            .mirror_pods("nginx")
+            .iter()
+            .filter(|p| pod_is_ready(p))
+            .count()
+            == NODES)
+            .then_some(()))
     })
     .expect("mirror pods");
 
     // Adoption: the StaticPod matches what runs, so nothing is rewritten.
-    let out = c
-        .kubectl_with_input(
-            &["apply", "-f", "-"],
-            &static_pod("nginx:1.19.1").to_string(),
-        )
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.apply_json(&nginx("nginx:1.19.1")).expect("kubectl apply");
     wait_for("adopted: 5 5 5", Duration::from_secs(60), || {
-        Ok(status_row(c)
+        Ok(c.static_pod_row("nginx")
             .filter(|r| r.len() >= 5 && r[2..5] == ["5", "5", "5"])
             .map(|_| ()))
     })
@@ -214,7 +129,7 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
     let adopted =
         c.kubectl_json(&["get", "staticpod", "nginx"]).expect("get")["status"]["targetRevision"]
             .clone();
-    apply(c, &static_pod("nginx:1.19.2"));
+    c.apply_json(&nginx("nginx:1.19.2")).expect("kubectl apply");
     let target = wait_for("the new target in status", Duration::from_secs(30), || {
         let sp = c.kubectl_json(&["get", "staticpod", "nginx"])?;
         Ok(sp["status"]["targetRevision"]
@@ -224,8 +139,8 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
     })
     .expect("target");
     wait_for("rollout complete: 5 5 5", Duration::from_secs(300), || {
-        let pods = mirror_pods(c);
-        let row = status_row(c).unwrap_or_default();
+        let pods = c.mirror_pods("nginx");
+        let row = c.static_pod_row("nginx").unwrap_or_default();
         Ok((pods.len() == NODES
             && pods
                 .iter()
@@ -235,7 +150,7 @@ fn the_seed_walkthrough_adopts_then_rolls_out_within_max_unavailable() {
         .then_some(()))
     })
     .expect("rollout");
-    let (worst, moment) = watch.worst_moment("nginx", &target, &node_names(c));
+    let (worst, moment) = watch.worst_moment("nginx", &target, &c.node_names());
     eprintln!(
         "rollout finished; {} pod events, at most {worst} nodes unavailable at once",
         watch.len()
@@ -278,7 +193,8 @@ fn a_revision_that_cannot_start_halts_the_rollout_until_the_template_is_fixed() 
             .expect("manifest");
     }
     wait_for("5 web mirror pods Ready", Duration::from_secs(90), || {
-        Ok((mirror_pods_of(c, "web")
+        Ok((c
+            .mirror_pods("web")
             .iter()
             .filter(|p| pod_is_ready(p))
             .count()
@@ -286,9 +202,10 @@ fn a_revision_that_cannot_start_halts_the_rollout_until_the_template_is_fixed() 
             .then_some(()))
     })
     .expect("web pods");
-    apply(c, &auto_static_pod("web", "web:1.0", 1));
+    c.apply_json(&static_pod("web", "auto", 1, "web:1.0"))
+        .expect("kubectl apply");
     wait_for("web adopted", Duration::from_secs(60), || {
-        Ok(row_of(c, "web")
+        Ok(c.static_pod_row("web")
             .filter(|r| r.len() >= 5 && r[2..5] == ["5", "5", "5"])
             .map(|_| ()))
     })
@@ -296,7 +213,8 @@ fn a_revision_that_cannot_start_halts_the_rollout_until_the_template_is_fixed() 
 
     // The broken image is tried on the first node only, rolled back there, and
     // the rollout stops spreading.
-    apply(c, &auto_static_pod("web", BROKEN_IMAGE, 1));
+    c.apply_json(&static_pod("web", "auto", 1, BROKEN_IMAGE))
+        .expect("kubectl apply");
     let failed = wait_for("UpgradeFailed condition", Duration::from_secs(120), || {
         let sp = c.kubectl_json(&["get", "staticpod", "web"])?;
         let progressing = condition(&sp, "Progressing");
@@ -329,7 +247,7 @@ fn a_revision_that_cannot_start_halts_the_rollout_until_the_template_is_fixed() 
             .then_some(()))
     })
     .expect("event");
-    for pod in mirror_pods_of(c, "web") {
+    for pod in c.mirror_pods("web") {
         let name = pod["metadata"]["name"].as_str().unwrap_or_default();
         if name == "web-node-1" {
             continue;
@@ -340,14 +258,15 @@ fn a_revision_that_cannot_start_halts_the_rollout_until_the_template_is_fixed() 
             "{name} was not asked while the rollout is halted: {pod:#}"
         );
     }
-    let row = row_of(c, "web").unwrap_or_default();
+    let row = c.static_pod_row("web").unwrap_or_default();
     assert_eq!(row[2..5], ["5", "5", "0"], "{row:?}");
 
     // A fixed template is a new target: the rollout resumes and completes.
-    apply(c, &auto_static_pod("web", "web:2.0", 1));
+    c.apply_json(&static_pod("web", "auto", 1, "web:2.0"))
+        .expect("kubectl apply");
     wait_for("web rolled out: 5 5 5", Duration::from_secs(300), || {
-        let pods = mirror_pods_of(c, "web");
-        let row = row_of(c, "web").unwrap_or_default();
+        let pods = c.mirror_pods("web");
+        let row = c.static_pod_row("web").unwrap_or_default();
         Ok((pods.len() == NODES
             && pods
                 .iter()
@@ -397,14 +316,7 @@ fn ota_marks_every_node_and_upgrades_only_the_one_triggered() {
             .then_some(()))
     })
     .expect("edge pods");
-    let out = c
-        .kubectl_with_input(&["apply", "-f", "-"], &edge("edge:2.0").to_string())
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.apply_json(&edge("edge:2.0")).expect("kubectl apply");
 
     // Every out-of-date pod is marked; kubelet's own conditions stay; nothing is upgraded.
     wait_for(
@@ -486,7 +398,8 @@ fn a_hand_edited_or_deleted_manifest_configmap_is_repaired() {
     let c = &fixture().cluster;
     let _report = c.report_on_failure();
     // No node runs it: the ConfigMap is kept all the same, ready for the first.
-    apply(c, &auto_static_pod("repair", "repair:1", 1));
+    c.apply_json(&static_pod("repair", "auto", 1, "repair:1"))
+        .expect("kubectl apply");
     let data = |c: &Cluster| {
         c.kubectl_json(&["get", "configmap", "staticpod-repair"])
             .ok()

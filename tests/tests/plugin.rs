@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use staticpod_e2e::cluster::SYSTEM_NAMESPACE;
-use staticpod_e2e::{
-    Cluster, ClusterConfig, free_port, http_request, pod_is_ready, wait_for, write_manifest,
-};
+use staticpod_e2e::rollout::{image, static_pod};
+use staticpod_e2e::{Cluster, ClusterConfig, free_port, pod_is_ready, wait_for};
 
 const NODES: usize = 4;
 /// Pulls of this image fail on every node: its pods never become Ready.
@@ -35,20 +34,8 @@ fn start() -> anyhow::Result<Fixture> {
     let mut config = ClusterConfig::for_test("plugin", NODES);
     config.fail_images = vec![BROKEN_IMAGE.into()];
     let cluster = Cluster::start(config)?;
-    for index in 0..NODES {
-        // 30 s: a good upgrade takes ~14 s here (the kubelet's restart back-off).
-        cluster.start_agent(index, free_port()?, 30)?;
-    }
-    cluster.install_crd()?;
-    let metrics_port = free_port()?;
-    cluster.start_controller(&[format!("--metrics-listen=127.0.0.1:{metrics_port}")])?;
-    wait_for("controller ready", Duration::from_secs(30), || {
-        cluster.check_alive()?;
-        Ok(http_request(metrics_port, "GET", "/readyz")
-            .ok()
-            .filter(|(status, _)| *status == 200)
-            .map(|_| ()))
-    })?;
+    // 30 s verification: a good upgrade takes ~14 s here (the kubelet's restart back-off).
+    cluster.start_rollout_system(30)?;
     let plugin_dir = cluster.dir().join("plugin-path");
     fs::create_dir_all(&plugin_dir)?;
     let binary = staticpod_e2e::bins::workspace_binary("kubectl-staticpod")?;
@@ -111,71 +98,17 @@ fn status_json(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("-o json is not JSON ({e}): {text}"))
 }
 
-fn apply(c: &Cluster, object: &Value) {
-    let out = c
-        .kubectl_with_input(&["apply", "-f", "-"], &object.to_string())
-        .expect("kubectl");
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
-fn static_pod(name: &str, mode: &str, max_unavailable: i64, image: &str) -> Value {
-    json!({
-        "apiVersion": "apps.openyurt.io/v1alpha1", "kind": "StaticPod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "staticPodManifest": name,
-            "upgradeStrategy": {"type": mode, "maxUnavailable": max_unavailable},
-            "template": {"spec": {"containers": [{"name": name, "image": image}]}}
-        }
-    })
-}
-
 /// Installs static pod `name` running `image` on `nodes` as a node installer would,
 /// and waits until its mirror pods are Ready.
 fn install(c: &Cluster, name: &str, image: &str, nodes: &[usize]) {
-    let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  containers:\n  - name: {name}\n    image: {image}\n"
-    );
-    for &i in nodes {
-        write_manifest(&c.nodes()[i].manifest_dir, name, &manifest).expect("manifest");
-    }
-    wait_for(
-        &format!("{name} mirror pods Ready"),
-        Duration::from_secs(90),
-        || {
-            Ok((mirror_pods(c, name)
-                .iter()
-                .filter(|p| pod_is_ready(p))
-                .count()
-                == nodes.len())
-            .then_some(()))
-        },
-    )
-    .expect("mirror pods");
-}
-
-fn mirror_pods(c: &Cluster, name: &str) -> Vec<Value> {
-    let prefix = format!("{name}-node-");
-    c.kubectl_json(&["get", "pods", "-n", "default"])
-        .map(|list| list["items"].as_array().cloned().unwrap_or_default())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| {
-            p["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .collect()
-}
-
-fn image(pod: &Value) -> &str {
-    pod["spec"]["containers"][0]["image"].as_str().unwrap_or("")
+    c.install_static_pods(name, image, nodes)
+        .expect("mirror pods");
 }
 
 /// What the pods say: (ready, upgraded) for `name`, a node counting as upgraded
 /// when its pod runs `target_image`.
 fn truth(c: &Cluster, name: &str, target_image: &str) -> (u64, u64) {
-    let pods = mirror_pods(c, name);
+    let pods = c.mirror_pods(name);
     let ready = pods.iter().filter(|p| pod_is_ready(p)).count() as u64;
     let upgraded = pods.iter().filter(|p| image(p) == target_image).count() as u64;
     (ready, upgraded)
@@ -224,7 +157,8 @@ fn status_equals_the_truth_during_and_after_the_seed_walkthrough() {
     install(c, "nginx", "nginx:1.19.1", &all);
 
     // Adoption: complete at once, nothing restarted.
-    apply(c, &static_pod("nginx", "auto", 2, "nginx:1.19.1"));
+    c.apply_json(&static_pod("nginx", "auto", 2, "nginx:1.19.1"))
+        .expect("kubectl apply");
     let out = plugin(&["status", "nginx", "--wait", "--timeout", "60s"]);
     assert_eq!(
         out.status.code(),
@@ -241,7 +175,8 @@ fn status_equals_the_truth_during_and_after_the_seed_walkthrough() {
     let n = NODES.to_string();
     assert_eq!(fleet_row("nginx")[2..5], [n.as_str(), &n, &n]);
 
-    apply(c, &static_pod("nginx", "auto", 2, "nginx:1.19.2"));
+    c.apply_json(&static_pod("nginx", "auto", 2, "nginx:1.19.2"))
+        .expect("kubectl apply");
     let target = wait_for(
         "the controller's target revision",
         Duration::from_secs(30),
@@ -327,7 +262,8 @@ fn upgrade_in_ota_mode_upgrades_exactly_the_node_named() {
     let _report = c.report_on_failure();
     let all: Vec<usize> = (0..NODES).collect();
     install(c, "edge", "edge:1.0", &all);
-    apply(c, &static_pod("edge", "ota", 1, "edge:2.0"));
+    c.apply_json(&static_pod("edge", "ota", 1, "edge:2.0"))
+        .expect("kubectl apply");
     wait_for("every node AwaitingOTA", Duration::from_secs(30), || {
         let v = status_json("edge");
         Ok((v["counts"]["AwaitingOTA"] == NODES as u64).then_some(()))
@@ -354,7 +290,7 @@ fn upgrade_in_ota_mode_upgrades_exactly_the_node_named() {
             .map(|_| ()))
     })
     .expect("node-3");
-    for pod in mirror_pods(c, "edge") {
+    for pod in c.mirror_pods("edge") {
         let expected = if pod["spec"]["nodeName"] == "node-3" {
             "edge:2.0"
         } else {
@@ -387,7 +323,8 @@ fn wait_exits_zero_on_completion_three_on_a_failed_node_and_four_on_timeout() {
     let c = &fixture().cluster;
     let _report = c.report_on_failure();
     install(c, "crash", "crash:1.0", &[0, 1]);
-    apply(c, &static_pod("crash", "auto", 1, "crash:1.0"));
+    c.apply_json(&static_pod("crash", "auto", 1, "crash:1.0"))
+        .expect("kubectl apply");
     let out = plugin(&["status", "crash", "--wait", "--timeout", "60s"]);
     assert_eq!(
         out.status.code(),
@@ -397,7 +334,8 @@ fn wait_exits_zero_on_completion_three_on_a_failed_node_and_four_on_timeout() {
         stderr(&out)
     );
 
-    apply(c, &static_pod("crash", "auto", 1, BROKEN_IMAGE));
+    c.apply_json(&static_pod("crash", "auto", 1, BROKEN_IMAGE))
+        .expect("kubectl apply");
     let out = plugin(&["status", "crash", "--wait", "--timeout", "2s"]);
     assert_eq!(
         out.status.code(),
@@ -450,7 +388,8 @@ fn errors_name_the_fix() {
     let f = fixture();
     let c = &f.cluster;
     let _report = c.report_on_failure();
-    apply(c, &static_pod("gateway", "ota", 1, "gateway:1.0"));
+    c.apply_json(&static_pod("gateway", "ota", 1, "gateway:1.0"))
+        .expect("kubectl apply");
 
     let out = plugin(&["status", "gatway"]);
     assert_eq!(out.status.code(), Some(1));
@@ -509,7 +448,7 @@ fn errors_name_the_fix() {
         ]
     });
     c.install_rbac().expect("rbac");
-    apply(c, &role);
+    c.apply_json(&role).expect("kubectl apply");
     let viewer = c.identity_kubeconfig("plugin-viewer").expect("token");
     let out = plugin_as(
         &viewer.display().to_string(),

@@ -8,11 +8,9 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use staticpod_e2e::{
-    Cluster, ClusterConfig, PodWatch, free_port, http_request, pod_is_ready, wait_for,
-    write_manifest,
-};
+use serde_json::Value;
+use staticpod_e2e::rollout::{image, static_pod};
+use staticpod_e2e::{Cluster, ClusterConfig, PodWatch, pod_is_ready, wait_for};
 
 const NODES: usize = 4;
 
@@ -29,11 +27,7 @@ fn fixture() -> &'static Fixture {
 
 fn start() -> anyhow::Result<Fixture> {
     let cluster = Cluster::start(ClusterConfig::for_test("faults", NODES))?;
-    for index in 0..NODES {
-        cluster.start_agent(index, free_port()?, 30)?;
-    }
-    cluster.install_crd()?;
-    start_controller(&cluster)?;
+    cluster.start_rollout_system(30)?;
     Ok(Fixture {
         cluster,
         turn: Mutex::new(()),
@@ -42,103 +36,33 @@ fn start() -> anyhow::Result<Fixture> {
 
 /// Starts the controller (as its ServiceAccount) and waits until it is ready.
 fn start_controller(cluster: &Cluster) -> anyhow::Result<()> {
-    start_replica(cluster, "controller", &[])
-}
-
-/// Starts controller component `name` with `args` and waits until it is ready
-/// (caches synced; a standby is ready too).
-fn start_replica(cluster: &Cluster, name: &str, args: &[String]) -> anyhow::Result<()> {
-    let port = free_port()?;
-    let mut all = vec![format!("--metrics-listen=127.0.0.1:{port}")];
-    all.extend_from_slice(args);
-    cluster.start_controller_named(name, &all)?;
-    wait_for("controller ready", Duration::from_secs(30), || {
-        cluster.check_alive()?;
-        Ok(http_request(port, "GET", "/readyz")
-            .ok()
-            .filter(|(status, _)| *status == 200)
-            .map(|_| ()))
-    })
-}
-
-fn static_pod(name: &str, image: &str, max_unavailable: u32) -> Value {
-    json!({
-        "apiVersion": "apps.openyurt.io/v1alpha1", "kind": "StaticPod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "staticPodManifest": name,
-            "upgradeStrategy": {"type": "auto", "maxUnavailable": max_unavailable},
-            "template": {"spec": {"containers": [{"name": name, "image": image}]}}
-        }
-    })
-}
-
-fn apply(c: &Cluster, object: &Value) {
-    let out = c
-        .kubectl_with_input(&["apply", "-f", "-"], &object.to_string())
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster
+        .start_controller_ready("controller", &[])
+        .map(|_| ())
 }
 
 /// Drops `<name>.yaml` running `image` into every node and waits for the mirror
 /// pods, then creates the StaticPod over them (adoption) and waits for `N N N`.
-fn install(c: &Cluster, name: &str, image: &str, max_unavailable: u32) {
-    let manifest = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  containers:\n  - name: {name}\n    image: {image}\n"
-    );
-    for node in c.nodes() {
-        write_manifest(&node.manifest_dir, name, &manifest).expect("manifest");
-    }
-    wait_for("mirror pods Ready", Duration::from_secs(90), || {
-        Ok((pods_of(c, name).iter().filter(|p| pod_is_ready(p)).count() == NODES).then_some(()))
-    })
-    .expect("mirror pods");
-    apply(c, &static_pod(name, image, max_unavailable));
+fn install(c: &Cluster, name: &str, image: &str, max_unavailable: i64) {
+    let all_nodes: Vec<usize> = (0..NODES).collect();
+    c.install_static_pods(name, image, &all_nodes)
+        .expect("mirror pods");
+    c.apply_json(&static_pod(name, "auto", max_unavailable, image))
+        .expect("kubectl apply");
     let all = NODES.to_string();
     wait_for("adopted", Duration::from_secs(60), || {
-        Ok(row(c, name)
+        Ok(c.static_pod_row(name)
             .filter(|r| r.len() >= 5 && r[2..5] == [all.as_str(), &all, &all])
             .map(|_| ()))
     })
     .expect("adopted");
 }
 
-fn pods_of(c: &Cluster, name: &str) -> Vec<Value> {
-    let list = c
-        .kubectl_json(&["get", "pods", "-n", "default"])
-        .unwrap_or(Value::Null);
-    let prefix = format!("{name}-node-");
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| {
-            p["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .cloned()
-        .collect()
-}
-
 fn image_on(c: &Cluster, name: &str, node: &str) -> Option<String> {
     let pod = c
         .kubectl_json(&["get", "pod", &format!("{name}-{node}")])
         .ok()?;
-    pod["spec"]["containers"][0]["image"]
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn row(c: &Cluster, name: &str) -> Option<Vec<String>> {
-    let table = c
-        .kubectl(&["get", "staticpods", name, "--no-headers"])
-        .ok()?;
-    Some(table.split_whitespace().map(str::to_owned).collect())
+    Some(image(&pod).to_owned())
 }
 
 fn target_revision(c: &Cluster, name: &str, image: &str) -> String {
@@ -158,15 +82,11 @@ fn target_revision(c: &Cluster, name: &str, image: &str) -> String {
 }
 
 fn all_on(c: &Cluster, name: &str, image: &str) -> bool {
-    let pods = pods_of(c, name);
+    let pods = c.mirror_pods(name);
     pods.len() == NODES
         && pods
             .iter()
-            .all(|p| p["spec"]["containers"][0]["image"] == image && pod_is_ready(p))
-}
-
-fn node_names(c: &Cluster) -> Vec<String> {
-    c.nodes().iter().map(|n| n.name.clone()).collect()
+            .all(|p| self::image(p) == image && pod_is_ready(p))
 }
 
 #[test]
@@ -184,7 +104,8 @@ fn a_node_offline_before_the_change_is_skipped_then_caught_up() {
             .map(|_| ()))
     })
     .expect("NotReady");
-    apply(c, &static_pod("offline", "offline:2", 1));
+    c.apply_json(&static_pod("offline", "auto", 1, "offline:2"))
+        .expect("kubectl apply");
     let generation = c
         .kubectl_json(&["get", "staticpod", "offline"])
         .expect("get")["metadata"]["generation"]
@@ -216,14 +137,15 @@ fn a_node_offline_before_the_change_is_skipped_then_caught_up() {
         Some("offline:1"),
         "the offline node is not touched"
     );
-    let r = row(c, "offline").unwrap_or_default();
+    let r = c.static_pod_row("offline").unwrap_or_default();
     assert_eq!((r[2].as_str(), r[4].as_str()), ("4", "3"), "{r:?}");
 
     // Back online: caught up without anyone touching the StaticPod.
     c.start_node(2).expect("start node-3");
     wait_for("node-3 caught up: 4 4 4", Duration::from_secs(180), || {
         Ok((all_on(c, "offline", "offline:2")
-            && row(c, "offline").is_some_and(|r| r.len() >= 5 && r[2..5] == ["4", "4", "4"]))
+            && c.static_pod_row("offline")
+                .is_some_and(|r| r.len() >= 5 && r[2..5] == ["4", "4", "4"]))
         .then_some(()))
     })
     .expect("caught up");
@@ -249,7 +171,8 @@ fn a_controller_killed_mid_rollout_resumes_within_max_unavailable() {
         Ok((watch.len() >= NODES).then_some(()))
     })
     .expect("watch");
-    apply(c, &static_pod("restart", "restart:2", 2));
+    c.apply_json(&static_pod("restart", "auto", 2, "restart:2"))
+        .expect("kubectl apply");
     let target = target_revision(c, "restart", "restart:2");
 
     // Kill it as soon as a node's mirror pod is being replaced: the restarted
@@ -272,11 +195,12 @@ fn a_controller_killed_mid_rollout_resumes_within_max_unavailable() {
 
     wait_for("rollout complete: 4 4 4", Duration::from_secs(300), || {
         Ok((all_on(c, "restart", "restart:2")
-            && row(c, "restart").is_some_and(|r| r.len() >= 5 && r[2..5] == ["4", "4", "4"]))
+            && c.static_pod_row("restart")
+                .is_some_and(|r| r.len() >= 5 && r[2..5] == ["4", "4", "4"]))
         .then_some(()))
     })
     .expect("resumed");
-    let (worst, moment) = watch.worst_moment("restart", &target, &node_names(c));
+    let (worst, moment) = watch.worst_moment("restart", &target, &c.node_names());
     eprintln!(
         "{} pod events; at most {worst} nodes unavailable at once",
         watch.len()
@@ -340,12 +264,14 @@ fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
             format!("--instance={name}"),
         ]
     };
-    start_replica(c, "replica-a", &replica("replica-a")).expect("replica-a");
+    c.start_controller_ready("replica-a", &replica("replica-a"))
+        .expect("replica-a");
     wait_for("replica-a leads", Duration::from_secs(30), || {
         Ok(lease_holder(c).filter(|h| h == "replica-a").map(|_| ()))
     })
     .expect("leader");
-    start_replica(c, "replica-b", &replica("replica-b")).expect("replica-b");
+    c.start_controller_ready("replica-b", &replica("replica-b"))
+        .expect("replica-b");
 
     install(c, "ha", "ha:1", 1);
     let watch = PodWatch::start(c, "default").expect("watch");
@@ -353,7 +279,8 @@ fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
         Ok((watch.len() >= NODES).then_some(()))
     })
     .expect("watch");
-    apply(c, &static_pod("ha", "ha:2", 1));
+    c.apply_json(&static_pod("ha", "auto", 1, "ha:2"))
+        .expect("kubectl apply");
     let target = target_revision(c, "ha", "ha:2");
     wait_for(
         "the leader's first request",
@@ -374,7 +301,8 @@ fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
     .expect("failover");
     wait_for("rollout complete: 4 4 4", Duration::from_secs(300), || {
         Ok((all_on(c, "ha", "ha:2")
-            && row(c, "ha").is_some_and(|r| r.len() >= 5 && r[2..5] == ["4", "4", "4"]))
+            && c.static_pod_row("ha")
+                .is_some_and(|r| r.len() >= 5 && r[2..5] == ["4", "4", "4"]))
         .then_some(()))
     })
     .expect("completed by the new leader");
@@ -383,7 +311,7 @@ fn with_two_replicas_one_leads_and_the_other_takes_over_when_it_dies() {
         ["replica-a", "replica-b"],
         "both asked nodes, each while it led"
     );
-    let (worst, moment) = watch.worst_moment("ha", &target, &node_names(c));
+    let (worst, moment) = watch.worst_moment("ha", &target, &c.node_names());
     assert!(
         worst <= 1,
         "{worst} nodes unavailable at once across the failover ({moment}); maxUnavailable is 1"
