@@ -248,6 +248,21 @@ mod tests {
         }
     }
 
+    /// node-1's mirror pod `uid` running the old image nginx:1.19.1 (installed by
+    /// hand: no revision, no request).
+    fn old_mirror_pod(target: &Target, uid: &str) -> Pod {
+        let mut pod = target.manifest.pod.clone();
+        pod.metadata.name = Some("nginx-node-1".into());
+        pod.metadata.uid = Some(uid.into());
+        pod.metadata.annotations = None;
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        spec.node_name = Some("node-1".into());
+        for container in &mut spec.containers {
+            container.image = Some("nginx:1.19.1".into());
+        }
+        pod
+    }
+
     #[test]
     fn a_node_asked_to_upgrade_keeps_its_slot_while_its_pod_is_replaced() {
         let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
@@ -275,18 +290,7 @@ mod tests {
     #[test]
     fn a_node_whose_pod_came_back_without_the_request_is_not_asked_again() {
         let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
-        let mut old_pod = target.manifest.pod.clone();
-        old_pod.metadata.name = Some("nginx-node-1".into());
-        old_pod.metadata.uid = Some("pod-after-rollback".into());
-        old_pod.metadata.annotations = None; // an old mirror pod, no request
-        old_pod.spec.get_or_insert_with(Default::default).node_name = Some("node-1".into());
-        old_pod
-            .spec
-            .as_mut()
-            .expect("spec")
-            .containers
-            .iter_mut()
-            .for_each(|c| c.image = Some("nginx:1.19.1".into()));
+        let old_pod = old_mirror_pod(&target, "pod-after-rollback");
         let nodes = [node("node-1")];
         let mut in_flight = InFlight::new(&target.manifest.revision);
         in_flight
@@ -314,18 +318,7 @@ mod tests {
     fn the_pod_that_was_asked_but_shows_no_request_is_asked_again() {
         // The controller recorded the ask, then died before annotating the pod.
         let target = Target::of(&static_pod("nginx", "nginx:1.19.2")).expect("target");
-        let mut old_pod = target.manifest.pod.clone();
-        old_pod.metadata.name = Some("nginx-node-1".into());
-        old_pod.metadata.uid = Some("asked-pod".into());
-        old_pod.metadata.annotations = None;
-        old_pod.spec.get_or_insert_with(Default::default).node_name = Some("node-1".into());
-        old_pod
-            .spec
-            .as_mut()
-            .expect("spec")
-            .containers
-            .iter_mut()
-            .for_each(|c| c.image = Some("nginx:1.19.1".into()));
+        let old_pod = old_mirror_pod(&target, "asked-pod");
         let mut in_flight = InFlight::new(&target.manifest.revision);
         in_flight
             .nodes
