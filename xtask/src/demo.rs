@@ -196,22 +196,14 @@ impl Demo<'_> {
         )?;
         self.kubectl(&["get", "nodes"])?;
         self.set_image("nginx:1.19.3")?;
-        self.wait(
+        self.wait_states(
             &format!("{first} and {second} upgraded, {third} skipped"),
             ROLLOUT,
-            || {
-                let states = self.node_states()?;
-                let state = |n: &str| {
-                    states
-                        .iter()
-                        .find(|(name, _)| name == n)
-                        .map(|(_, s)| s.as_str())
-                };
-                Ok((state(first) == Some("Upgraded")
-                    && state(second) == Some("Upgraded")
-                    && state(third) == Some("Skipped"))
-                .then_some(()))
-            },
+            &[
+                (first, "Upgraded"),
+                (second, "Upgraded"),
+                (third, "Skipped"),
+            ],
         )?;
         self.kubectl(&["staticpod", "status", "nginx"])?;
         self.wait_counts(
@@ -284,22 +276,14 @@ impl Demo<'_> {
         }
         self.say(&format!("From anywhere, for {second}:"));
         self.kubectl(&["staticpod", "upgrade", "nginx", "--node", second])?;
-        self.wait(
+        self.wait_states(
             &format!("{first} and {second} upgraded, {third} still waiting"),
             SHORT,
-            || {
-                let states = self.node_states()?;
-                let state = |n: &str| {
-                    states
-                        .iter()
-                        .find(|(name, _)| name == n)
-                        .map(|(_, s)| s.as_str())
-                };
-                Ok((state(first) == Some("Upgraded")
-                    && state(second) == Some("Upgraded")
-                    && state(third) == Some("AwaitingOTA"))
-                .then_some(()))
-            },
+            &[
+                (first, "Upgraded"),
+                (second, "Upgraded"),
+                (third, "AwaitingOTA"),
+            ],
         )?;
         self.wait_counts("the status to show 2 upgraded", [Some(3), Some(3), Some(2)])?;
         self.kubectl(&["staticpod", "status", "nginx"])?;
@@ -343,6 +327,17 @@ impl Demo<'_> {
     ) -> Result<T> {
         println!("# (waiting for {what})");
         wait_for(what, timeout, check)
+    }
+
+    /// Waits until `kubectl staticpod status nginx` shows each node in its state.
+    fn wait_states(&self, what: &str, timeout: Duration, want: &[(&str, &str)]) -> Result<()> {
+        self.wait(what, timeout, || {
+            let states = self.node_states()?;
+            let matches = want
+                .iter()
+                .all(|(node, state)| states.iter().any(|(name, s)| name == node && s == state));
+            Ok(matches.then_some(()))
+        })
     }
 
     /// Waits until the StaticPod's status reflects its current generation with
