@@ -786,9 +786,26 @@ pub fn ready_condition(node: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A port nothing listens on right now.
+/// A loopback port nothing listens on right now, for a component to bind later.
+/// Taken below the kernel's ephemeral range (32768–60999 by default), which
+/// outgoing connections draw from: asking the kernel for port 0 would hand out a
+/// port that a client socket may take before the component binds it (seen as a
+/// kubelet's "bind: address already in use"). Each port is handed out once per
+/// process, and the starting point is spread by process id so processes running
+/// side by side rarely probe the same ports.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (LOW + (offset + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port between {LOW} and {}", LOW + SPAN)
 }
 
 fn http_get(port: u16, path: &str) -> Result<String> {
